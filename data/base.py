@@ -66,3 +66,22 @@ def require(condition: bool, key: str, value: Any, allowed: str) -> None:
   """Raises ConfigError('config.<key>=<value> is invalid: <allowed>') unless `condition`."""
   if not condition:
     raise ConfigError(f'config.{key}={value!r} is invalid: {allowed}')
+
+
+TASKS: Dict[str, type] = {}
+
+
+def register_task(name: str):
+  """Class decorator: `@register_task('linear_regression')` makes `config.task.name` find it.
+
+  A task class also provides `default_config() -> dict` (its `config.task` keys with defaults;
+  'name' is added automatically) and `eval_family` ('regression' or 'regbench': which module of
+  `analysis/` evaluates it).
+  """
+  def wrap(cls):
+    if name in TASKS:
+      raise ValueError(f'task {name!r} registered twice')
+    TASKS[name] = cls
+    cls.name = name
+    return cls
+  return wrap

@@ -1,0 +1,137 @@
+"""In-context n-gram baselines for REGBENCH (Akyurek et al. 2024, Sec. 4), batched in JAX.
+
+At every position t the model is estimated from the prompt prefix (tokens <= t) only and gives
+the distribution of token t + 1 over the K = V + 2 ids (0 = <pad>, 1..V symbols, V + 1 the
+separator; data/regbench.py). The scheme is the authors' `predict_with_n_gram_back_off`
+(berlino/seq_icl ngram.py), written with counts over *slots*:
+
+  * strings are the pieces between separators; each is read from a start marker, so the
+    context of a slot is the m tokens before it within its string, padded with <bos>;
+  * slots of the prefix: every symbol (followed its context), every separator (the string's end
+    slot: its context occurred without a following symbol) and the open slot t + 1;
+  * c_k(h a) = number of symbol slots (end slots too for a = separator when it is predicted)
+    with context h and token a; c_{k-1}(h) = number of slots with context h, open slot
+    included (so c_k(h a) <= c_{k-1}(h) - 1: the open slot leaves mass to back off with, the
+    implicit discount of the authors' code);
+  * order k (context m = k - 1) with add-delta smoothing, Katz-style backoff:
+        P_k(a | h) = (c_k(h a) + delta) / (c_{k-1}(h) + delta |Sigma|)           if c_k(h a) > 0
+                   = beta(h) P_{k-1}(a | h') / sum_{b unseen after h} P_{k-1}(b | h')   otherwise
+    with beta(h) = 1 - sum_{a seen after h} P_k(a | h) and h' = h without its first token;
+  * P_1(a) = (c_1(a) + delta) / sum_b (c_1(b) + delta), uniform if the prefix has no symbol;
+  * the result is renormalised over Sigma (mass is lost only if every candidate was seen).
+Sigma = the V symbols, plus the separator if `predict_separator`. With delta = 0 (the
+authors' default) unseen symbols get probability 0 and this is their model, except that their
+lower-order counts also count the extra all-<bos> grams of the (n-1)-padding (e.g. the 1-gram
+<bos> twice per string for n = 3); the slot counts above count each context once per slot.
+
+`automaton` (the floor: the true next-token distribution) lives in analysis/language_metrics.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+
+from analysis import language_metrics
+
+BOS = -1
+BASELINES = ('unigram', 'bigram', 'trigram', 'automaton')
+NGRAM_ORDERS = {'unigram': 1, 'bigram': 2, 'trigram': 3}
+
+
+def _contexts_BxPxM(tokens_BxT: jax.Array, separator_id: int, m_max: int) -> jax.Array:
+  """ctx[b, p, d - 1] = token p - d if it lies in slot p's string, else BOS; p = 0..T."""
+  batch, seq_len = tokens_BxT.shape
+  positions = jnp.arange(seq_len)
+  last_sep_upto_BxT = jax.lax.cummax(
+      jnp.where(tokens_BxT == separator_id, positions[None, :], -1), axis=1)
+  # Slot p's string starts after the last separator strictly before p.
+  start_BxP = jnp.concatenate(
+      [jnp.zeros((batch, 1), jnp.int32), last_sep_upto_BxT.astype(jnp.int32) + 1], axis=1)
+  slots = jnp.arange(seq_len + 1)
+  contexts = []
+  for d in range(1, m_max + 1):
+    source_P = slots - d
+    token_BxP = jnp.take(tokens_BxT, jnp.clip(source_P, 0, seq_len - 1), axis=1)
+    inside_BxP = (source_P[None, :] >= start_BxP) & (source_P[None, :] >= 0)
+    contexts.append(jnp.where(inside_BxP, token_BxP, BOS))
+  if not contexts:
+    return jnp.zeros((batch, seq_len + 1, 0), jnp.int32)
+  return jnp.stack(contexts, axis=-1)
+
+
+def ngram_probs(tokens_BxT: jax.Array, *, n: int, vocab_size: int, delta: float = 0.0,
+                predict_separator: bool = False) -> jax.Array:
+  """probs_BxTxK: entry t is the n-gram distribution of token t + 1 given tokens <= t.
+
+  Jittable (n, vocab_size, predict_separator static); O(B T^2 (n + K)) work.
+  """
+  if n < 1:
+    raise ValueError(f'n-gram order must be >= 1, got {n}')
+  num_tokens = vocab_size + 2
+  separator_id = vocab_size + 1
+  batch, seq_len = tokens_BxT.shape
+  tokens_BxT = tokens_BxT.astype(jnp.int32)
+  ids = jnp.arange(num_tokens)
+  candidate_K = (ids >= 1) & (ids <= vocab_size)
+  if predict_separator:
+    candidate_K = candidate_K | (ids == separator_id)
+  candidate_K = candidate_K.astype(jnp.float32)
+  num_candidates = jnp.sum(candidate_K)
+
+  is_slot_BxT = ((tokens_BxT >= 1) & (tokens_BxT <= separator_id)).astype(jnp.float32)
+  onehot_BxTxK = jax.nn.one_hot(tokens_BxT, num_tokens) * candidate_K * is_slot_BxT[..., None]
+  contexts_BxPxM = _contexts_BxPxM(tokens_BxT, separator_id, n - 1)
+  open_BxTxM = contexts_BxPxM[:, 1:]        # prediction t: the open slot t + 1
+  slot_BxTxM = contexts_BxPxM[:, :-1]       # slot j < T
+  # Slot j counts for prediction t iff j <= t.
+  causal_TxT = jnp.tril(jnp.ones((seq_len, seq_len), jnp.float32))
+  match_BxTxT = causal_TxT[None] * is_slot_BxT[:, None, :]
+
+  probs_BxTxK = None
+  for k in range(1, n + 1):
+    m = k - 1
+    if m > 0:
+      same = open_BxTxM[:, :, None, m - 1] == slot_BxTxM[:, None, :, m - 1]
+      match_BxTxT = match_BxTxT * same.astype(jnp.float32)
+    counts_BxTxK = jnp.einsum('btj,bjk->btk', match_BxTxT, onehot_BxTxK)
+    if k == 1:
+      smoothed = (counts_BxTxK + delta) * candidate_K
+      total_BxT = smoothed.sum(-1, keepdims=True)
+      uniform = candidate_K / num_candidates
+      probs_BxTxK = jnp.where(total_BxT > 0, smoothed / jnp.maximum(total_BxT, 1e-30),
+                              uniform)
+      continue
+    context_count_BxT = match_BxTxT.sum(-1) + 1.0  # + the open slot
+    seen_BxTxK = (counts_BxTxK > 0).astype(jnp.float32)
+    p_seen = seen_BxTxK * (counts_BxTxK + delta) / (
+        context_count_BxT + delta * num_candidates)[..., None]
+    beta_BxT = 1.0 - p_seen.sum(-1)
+    lower_unseen = probs_BxTxK * (1.0 - seen_BxTxK) * candidate_K
+    mass_BxT = lower_unseen.sum(-1)
+    backoff = lower_unseen * jnp.where(mass_BxT > 0, beta_BxT / jnp.maximum(mass_BxT, 1e-30),
+                                       0.0)[..., None]
+    probs_BxTxK = p_seen + backoff
+  total = probs_BxTxK.sum(-1, keepdims=True)
+  return jnp.where(total > 0, probs_BxTxK / jnp.maximum(total, 1e-30),
+                   candidate_K / num_candidates)
+
+
+def baseline_probs(name: str, arrays: Dict[str, jax.Array], *, vocab_size: int,
+                   min_string_len: int, max_string_len: int, predict_separator: bool,
+                   delta: float = 0.0) -> jax.Array:
+  """probs_BxTxK of baseline `name` (one of BASELINES) for a batch.
+
+  arrays: tokens_BxT, and for 'automaton' also tables_BxSxV, state_BxT,
+  position_in_string_BxT.
+  """
+  if name in NGRAM_ORDERS:
+    return ngram_probs(arrays['tokens_BxT'], n=NGRAM_ORDERS[name], vocab_size=vocab_size,
+                       delta=delta, predict_separator=predict_separator)
+  if name == 'automaton':
+    return language_metrics.automaton_next_token_probs(
+        arrays['tables_BxSxV'], arrays['state_BxT'], arrays['position_in_string_BxT'],
+        vocab_size=vocab_size, min_string_len=min_string_len, max_string_len=max_string_len,
+        predict_separator=predict_separator)
+  raise ValueError(f'unknown baseline {name!r}: known {", ".join(BASELINES)}')

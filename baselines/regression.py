@@ -1,0 +1,508 @@
+"""Classical in-context regression baselines (Garg et al. 2022, Sec. 3-4 and App. A).
+
+Every baseline is `fn(xs_BxNxD, ys_BxN) -> preds_BxN`: `preds[:, i]` is the prediction for `y_i`
+made from the prefix pairs (x_j, y_j), j < i, and the query x_i alone. With no examples (i = 0)
+every baseline predicts 0, as Garg et al.'s do.
+
+The JAX baselines solve all B x N prefix problems at once with static shapes: position i sees the
+prompt with rows j >= i masked out (zeroed, or at infinite distance for nearest neighbours), or
+exclusive prefix sums of x_j x_j^T and y_j x_j. They come back jitted (jitting them again is fine).
+The greedy tree is scikit-learn's greedy learner (the tool Garg et al. use), so it is a plain numpy
+function with a host loop over (prompt, position) fits.
+
+Each returned fn carries two attributes the evaluator reads:
+  fn.jittable: bool          False for the scikit-learn tree.
+  fn.max_prompts: int|None   When set, fn evaluates only the first `max_prompts` prompts and
+                             returns preds of shape (min(B, max_prompts), N); score them against
+                             ys[:preds.shape[0]]. Used for the expensive baselines.
+
+Rough cost on 2 CPU cores, 1000 prompts x 41 positions x d = 20: averaging / knn / gd well under
+1 s, least_squares / ridge ~1-3 s (one SVD per prefix), lasso a few s (coordinate descent until
+converged), greedy_tree ~0.3 ms per (prompt, position) fit (~10 s), relu2nn ~0.1 s per prompt
+(~100 s; grows as N^2), hence the default `max_prompts` cap in `get_baselines` for the last two.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data.base import ConfigError, require
+
+BaselineFn = Callable[[Any, Any], Any]
+
+# Default cap on prompts for the two expensive baselines when built by `get_baselines`.
+DEFAULT_EXPENSIVE_MAX_PROMPTS = 256
+
+
+def _mark(fn, *, jittable: bool, max_prompts: Optional[int]):
+  fn.jittable = jittable
+  fn.max_prompts = max_prompts
+  return fn
+
+
+def _require_number(name: str, option: str, value, allowed: str, ok) -> None:
+  is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+      value, bool)
+  require(is_number and ok(value), f'baselines.{name}.{option}', value, allowed)
+
+
+def _require_int(name: str, option: str, value, minimum: int) -> None:
+  is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+  require(is_int and value >= minimum, f'baselines.{name}.{option}', value,
+          f'an int >= {minimum}')
+
+
+def _require_max_prompts(name: str, max_prompts) -> None:
+  if max_prompts is not None:
+    _require_int(name, 'max_prompts', max_prompts, 1)
+
+
+def _prefix_mask_NxN(num_points: int) -> jax.Array:
+  """mask[i, j] = (j < i): the pairs that position i may use."""
+  positions = jnp.arange(num_points)
+  return positions[None, :] < positions[:, None]
+
+
+def _masked_prefixes(xs_BxNxD, ys_BxN):
+  """Per position i, the prompt with rows j >= i zeroed; axes (b, i, j[, d])."""
+  mask_NxN = _prefix_mask_NxN(xs_BxNxD.shape[1])
+  xs_BxNxNxD = jnp.where(mask_NxN[None, :, :, None], xs_BxNxD[:, None], 0.0)
+  ys_BxNxN = jnp.where(mask_NxN[None], ys_BxN[:, None], 0.0)
+  return xs_BxNxNxD, ys_BxNxN
+
+
+def _exclusive_cumsum(values_BxN___):
+  """sum_{j < i} values[:, j] along axis 1; the shift keeps row i free of pair i."""
+  shifted = jnp.concatenate([jnp.zeros_like(values_BxN___[:, :1]), values_BxN___[:, :-1]], axis=1)
+  return jnp.cumsum(shifted, axis=1)
+
+
+def _mean_prefix_moments(xs_BxNxD, ys_BxN):
+  """(A, b) of the mean squared loss 1/(2i) sum_{j<i} (x_j.w - y_j)^2 = w'Aw/2 - b'w + const.
+
+  A_BxNxDxD = (1/i) sum_{j<i} x_j x_j^T, b_BxNxD = (1/i) sum_{j<i} y_j x_j (zero at i = 0).
+  """
+  outer_BxNxDxD = xs_BxNxD[..., :, None] * xs_BxNxD[..., None, :]
+  gram_BxNxDxD = _exclusive_cumsum(outer_BxNxDxD)
+  moment_BxNxD = _exclusive_cumsum(xs_BxNxD * ys_BxN[..., None])
+  count_N = jnp.maximum(jnp.arange(xs_BxNxD.shape[1]), 1).astype(xs_BxNxD.dtype)
+  return gram_BxNxDxD / count_N[:, None, None], moment_BxNxD / count_N[:, None]
+
+
+def _zero_first(preds_BxN):
+  """Position 0 has no examples: predict 0 (Garg et al.'s convention)."""
+  return preds_BxN.at[:, 0].set(0.0)
+
+
+# ----------------------------------------------------------------------------- linear estimators
+
+
+def _spectral_ridge_weights(xs_BxNxD, ys_BxN, alpha: float):
+  """Per prefix, argmin_w ||X w - y||^2 + alpha ||w||^2 (minimum norm when alpha = 0).
+
+  Computed from the SVD X = U S V^T of the zero-masked prefix: w = V diag(s / (s^2 + alpha)) U^T y.
+  Singular values below jnp.linalg.pinv's cutoff (10 max(N, D) eps s_max) are exact zeros in
+  exact arithmetic (the masked rows, rank deficiency) and are dropped, for every alpha.
+  """
+  xs_BxNxNxD, ys_BxNxN = _masked_prefixes(xs_BxNxD, ys_BxN)
+  u_BxNxNxK, s_BxNxK, vt_BxNxKxD = jnp.linalg.svd(xs_BxNxNxD, full_matrices=False)
+  num_points, dim = xs_BxNxD.shape[1:]
+  cutoff_BxNx1 = (10.0 * max(num_points, dim) * jnp.finfo(s_BxNxK.dtype).eps
+                  * jnp.max(s_BxNxK, axis=-1, keepdims=True))
+  keep_BxNxK = s_BxNxK > cutoff_BxNx1
+  safe_s = jnp.where(keep_BxNxK, s_BxNxK, 1.0)
+  filter_BxNxK = jnp.where(keep_BxNxK, safe_s / (safe_s * safe_s + alpha), 0.0)
+  projected_BxNxK = jnp.einsum('bijk,bij->bik', u_BxNxNxK, ys_BxNxN)
+  return jnp.einsum('bikd,bik->bid', vt_BxNxKxD, filter_BxNxK * projected_BxNxK)
+
+
+def ridge(alpha: float = 0.0) -> BaselineFn:
+  """Ridge regression w = (X^T X + alpha I)^{-1} X^T y on each prefix; alpha = 0 is least squares.
+
+  The objective is the unnormalised ||Xw - y||^2 + alpha ||w||^2, so for y = x.w + N(0, s^2) noise
+  and w ~ N(0, I) the Bayes-optimal (posterior-mean) choice is alpha = s^2.
+  """
+  _require_number('ridge', 'alpha', alpha, 'a number >= 0', lambda a: a >= 0)
+  alpha = float(alpha)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    weights_BxNxD = _spectral_ridge_weights(xs_BxNxD, ys_BxN, alpha)
+    return _zero_first(jnp.einsum('bid,bid->bi', weights_BxNxD, xs_BxNxD))
+
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+def least_squares() -> BaselineFn:
+  """Ordinary least squares with the minimum-norm solution X^+ y (Garg et al.'s lstsq)."""
+  return ridge(alpha=0.0)
+
+
+def averaging() -> BaselineFn:
+  """Garg et al.'s averaging estimator: w = (1/i) sum_{j<i} y_j x_j, prediction x_i . w."""
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    _, moment_BxNxD = _mean_prefix_moments(xs_BxNxD, ys_BxN)
+    return _zero_first(jnp.einsum('bid,bid->bi', moment_BxNxD, xs_BxNxD))
+
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+def gd(num_steps: int = 5, learning_rate: float = 0.1) -> BaselineFn:
+  """`num_steps` steps of full-batch gradient descent from w = 0 (von Oswald et al. 2023).
+
+  The loss is L(w) = 1/(2i) sum_{j<i} (x_j . w - y_j)^2, so the update is
+  w <- w - learning_rate (A w - b) with A, b the prefix means of x x^T and y x. One step with
+  learning_rate = 1 is exactly the averaging estimator. The default (5 steps, 0.1) is stable for
+  every prefix length at d = 20 with x ~ N(0, I) (the largest Hessian eigenvalue is ~d at i = 1).
+  """
+  _require_int('gd', 'num_steps', num_steps, 0)
+  _require_number('gd', 'learning_rate', learning_rate, 'a number > 0', lambda a: a > 0)
+  num_steps, learning_rate = int(num_steps), float(learning_rate)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    a_BxNxDxD, b_BxNxD = _mean_prefix_moments(xs_BxNxD, ys_BxN)
+
+    def step(_, w_BxNxD):
+      gradient = jnp.einsum('bide,bie->bid', a_BxNxDxD, w_BxNxD) - b_BxNxD
+      return w_BxNxD - learning_rate * gradient
+
+    w_BxNxD = jax.lax.fori_loop(0, num_steps, step, jnp.zeros_like(b_BxNxD))
+    return _zero_first(jnp.einsum('bid,bid->bi', w_BxNxD, xs_BxNxD))
+
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+def _soft_threshold(values, threshold):
+  return jnp.sign(values) * jnp.maximum(jnp.abs(values) - threshold, 0.0)
+
+
+def lasso_coordinate_descent(a_PxDxD, b_PxD, alpha: float, *, tol: float = 1e-6,
+                             max_sweeps: int = 5000):
+  """Minimises w'Aw/2 - b'w + alpha ||w||_1 for P problems at once by cyclic coordinate descent.
+
+  With A = X^T X / n and b = X^T y / n this is scikit-learn's Lasso objective
+  1/(2n) ||y - Xw||^2 + alpha ||w||_1 (fit_intercept=False), solved by the same algorithm.
+  Sweeps run until every problem's largest coordinate change in a sweep is <= tol * max|w|
+  (scikit-learn's first stopping test) or `max_sweeps` is reached. Coordinates with A_jj = 0
+  (a feature that is zero on the whole prefix) stay 0. Returns (w_PxD, num_sweeps).
+  """
+  diag_PxD = jnp.diagonal(a_PxDxD, axis1=-2, axis2=-1)
+  has_data_PxD = diag_PxD > 0
+  safe_diag_PxD = jnp.where(has_data_PxD, diag_PxD, 1.0)
+  dim = b_PxD.shape[-1]
+
+  def sweep(w_PxD):
+    # Recomputed each sweep so the running product never drifts from A w.
+    aw_PxD = jnp.einsum('pde,pe->pd', a_PxDxD, w_PxD)
+
+    def update(carry, j):
+      w_PxD, aw_PxD, max_change_P = carry
+      w_j = w_PxD[:, j]
+      rho_P = b_PxD[:, j] - aw_PxD[:, j] + diag_PxD[:, j] * w_j
+      new_j = jnp.where(has_data_PxD[:, j], _soft_threshold(rho_P, alpha) / safe_diag_PxD[:, j],
+                        0.0)
+      change_P = new_j - w_j
+      w_PxD = w_PxD.at[:, j].set(new_j)
+      aw_PxD = aw_PxD + change_P[:, None] * a_PxDxD[:, j, :]
+      return (w_PxD, aw_PxD, jnp.maximum(max_change_P, jnp.abs(change_P))), None
+
+    init = (w_PxD, aw_PxD, jnp.zeros(w_PxD.shape[:1], w_PxD.dtype))
+    (w_PxD, _, max_change_P), _ = jax.lax.scan(update, init, jnp.arange(dim))
+    return w_PxD, max_change_P
+
+  def not_done(state):
+    _, max_change_P, w_max_P, sweeps = state
+    return jnp.any(max_change_P > tol * w_max_P) & (sweeps < max_sweeps)
+
+  def body(state):
+    w_PxD, _, _, sweeps = state
+    w_PxD, max_change_P = sweep(w_PxD)
+    return w_PxD, max_change_P, jnp.max(jnp.abs(w_PxD), axis=-1), sweeps + 1
+
+  num_problems = b_PxD.shape[0]
+  init = (jnp.zeros_like(b_PxD), jnp.full((num_problems,), jnp.inf, b_PxD.dtype),
+          jnp.zeros((num_problems,), b_PxD.dtype), jnp.array(0, jnp.int32))
+  w_PxD, _, _, sweeps = jax.lax.while_loop(not_done, body, init)
+  return w_PxD, sweeps
+
+
+def lasso(alpha: float = 0.1, tol: float = 1e-6, max_sweeps: int = 5000) -> BaselineFn:
+  """Lasso on each prefix: scikit-learn's Lasso(alpha, fit_intercept=False) objective,
+  1/(2i) ||y - Xw||^2 + alpha ||w||_1, by batched coordinate descent (see
+  `lasso_coordinate_descent`). Garg et al. use it for sparse linear regression.
+  """
+  _require_number('lasso', 'alpha', alpha, 'a number > 0', lambda a: a > 0)
+  _require_number('lasso', 'tol', tol, 'a number > 0', lambda a: a > 0)
+  _require_int('lasso', 'max_sweeps', max_sweeps, 1)
+  alpha, tol, max_sweeps = float(alpha), float(tol), int(max_sweeps)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    a_BxNxDxD, b_BxNxD = _mean_prefix_moments(xs_BxNxD, ys_BxN)
+    batch, num_points, dim = xs_BxNxD.shape
+    w_PxD, _ = lasso_coordinate_descent(
+        a_BxNxDxD.reshape(batch * num_points, dim, dim), b_BxNxD.reshape(batch * num_points, dim),
+        alpha, tol=tol, max_sweeps=max_sweeps)
+    w_BxNxD = w_PxD.reshape(batch, num_points, dim)
+    return _zero_first(jnp.einsum('bid,bid->bi', w_BxNxD, xs_BxNxD))
+
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+# ------------------------------------------------------------------------------ nearest neighbours
+
+KNN_WEIGHTS = ('uniform', 'distance')
+
+
+def knn(k: int = 3, weights: str = 'uniform') -> BaselineFn:
+  """k-nearest neighbours in Euclidean distance among the prefix (Garg et al.'s NNModel).
+
+  Uses min(k, i) neighbours at position i. weights='uniform' (Garg et al.'s default, used for
+  their 3-NN curves) averages their y; 'distance' weights by 1/distance, and a neighbour at
+  distance 0 (an exact repeat of the query) takes all the weight.
+  """
+  _require_int('knn', 'k', k, 1)
+  require(weights in KNN_WEIGHTS, 'baselines.knn.weights', weights, f'one of {KNN_WEIGHTS}')
+  k = int(k)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    batch, num_points, _ = xs_BxNxD.shape
+    diffs_BxNxNxD = xs_BxNxD[:, :, None, :] - xs_BxNxD[:, None, :, :]
+    dist2_BxNxN = jnp.sum(diffs_BxNxNxD * diffs_BxNxNxD, axis=-1)
+    dist2_BxNxN = jnp.where(_prefix_mask_NxN(num_points)[None], dist2_BxNxN, jnp.inf)
+    neg_dist2_BxNxK, index_BxNxK = jax.lax.top_k(-dist2_BxNxN, min(k, num_points))
+    valid_BxNxK = jnp.isfinite(neg_dist2_BxNxK)
+    ys_BxNxN = jnp.broadcast_to(ys_BxN[:, None, :], (batch, num_points, num_points))
+    neighbour_ys_BxNxK = jnp.take_along_axis(ys_BxNxN, index_BxNxK, axis=-1)
+    if weights == 'uniform':
+      weight_BxNxK = valid_BxNxK.astype(xs_BxNxD.dtype)
+    else:
+      dist_BxNxK = jnp.sqrt(jnp.where(valid_BxNxK, -neg_dist2_BxNxK, 1.0))
+      exact_BxNxK = valid_BxNxK & (dist_BxNxK == 0)
+      inverse_BxNxK = jnp.where(valid_BxNxK & ~exact_BxNxK,
+                                1.0 / jnp.where(exact_BxNxK, 1.0, dist_BxNxK), 0.0)
+      weight_BxNxK = jnp.where(jnp.any(exact_BxNxK, axis=-1, keepdims=True),
+                               exact_BxNxK.astype(xs_BxNxD.dtype), inverse_BxNxK)
+    total_BxN = jnp.sum(weight_BxNxK, axis=-1)
+    preds_BxN = (jnp.sum(weight_BxNxK * jnp.where(valid_BxNxK, neighbour_ys_BxNxK, 0.0), axis=-1)
+                 / jnp.where(total_BxN > 0, total_BxN, 1.0))
+    return _zero_first(preds_BxN)
+
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+# ---------------------------------------------------------------------------- greedy tree learner
+
+
+def greedy_tree(max_depth: Optional[int] = 4, use_sign: bool = False,
+                max_prompts: Optional[int] = None, random_state: int = 0) -> BaselineFn:
+  """scikit-learn's greedy (CART) DecisionTreeRegressor fitted on each prefix (numpy, not jittable).
+
+  Garg et al. report max_depth=4 (the depth of their target trees) and unbounded depth
+  (max_depth=None). use_sign=True fits on sign(x), their "greedy tree learning (w/ sign)" variant,
+  which matches the task's splits at 0. Costs one fit per (prompt, position) on the host.
+  """
+  if max_depth is not None:
+    _require_int('greedy_tree', 'max_depth', max_depth, 1)
+  require(isinstance(use_sign, bool), 'baselines.greedy_tree.use_sign', use_sign, 'True or False')
+  _require_max_prompts('greedy_tree', max_prompts)
+  from sklearn.tree import DecisionTreeRegressor  # pylint: disable=g-import-not-at-top
+
+  def fn(xs_BxNxD, ys_BxN):
+    xs_BxNxD = np.asarray(xs_BxNxD, dtype=np.float64)[:max_prompts]
+    ys_BxN = np.asarray(ys_BxN, dtype=np.float64)[:max_prompts]
+    features_BxNxD = np.sign(xs_BxNxD) if use_sign else xs_BxNxD
+    batch, num_points, _ = xs_BxNxD.shape
+    preds_BxN = np.zeros((batch, num_points), np.float32)
+    for b in range(batch):
+      for i in range(1, num_points):
+        regressor = DecisionTreeRegressor(max_depth=max_depth, random_state=random_state)
+        regressor.fit(features_BxNxD[b, :i], ys_BxN[b, :i])
+        preds_BxN[b, i] = regressor.predict(features_BxNxD[b, i:i + 1])[0]
+    return preds_BxN
+
+  return _mark(fn, jittable=False, max_prompts=max_prompts)
+
+
+# ------------------------------------------------------------------------ trained 2-layer ReLU net
+
+
+def relu2nn_init(key: jax.Array, input_dim: int, hidden_size: int) -> Dict[str, jax.Array]:
+  """PyTorch nn.Linear's default init (Garg et al.'s nets): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  k1, k2, k3, k4 = jax.random.split(key, 4)
+  bound_in, bound_hidden = input_dim ** -0.5, hidden_size ** -0.5
+  uniform = lambda k, shape, bound: jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+  return {'w1_DxH': uniform(k1, (input_dim, hidden_size), bound_in),
+          'b1_H': uniform(k2, (hidden_size,), bound_in),
+          'w2_H': uniform(k3, (hidden_size,), bound_hidden),
+          'b2': uniform(k4, (), bound_hidden)}
+
+
+def relu2nn_apply(params: Dict[str, jax.Array], xs_MxD) -> jax.Array:
+  """f(x) = w2 . relu(W1^T x + b1) + b2 for every row: ys_M."""
+  hidden_MxH = jax.nn.relu(xs_MxD @ params['w1_DxH'] + params['b1_H'])
+  return hidden_MxH @ params['w2_H'] + params['b2']
+
+
+def relu2nn_fit(key: jax.Array, xs_MxD, ys_M, weights_M, *, hidden_size: int, num_steps: int,
+                learning_rate: float):
+  """Trains a fresh 2-layer ReLU net with full-batch Adam on the weighted mean squared error
+  sum_m weights_m (f(x_m) - y_m)^2 / max(sum_m weights_m, 1) (0/1 weights select the examples).
+
+  Returns (params, losses_S) with S = num_steps + 1: the loss before each step and at the end.
+  """
+  params = relu2nn_init(key, xs_MxD.shape[-1], hidden_size)
+  total = jnp.maximum(jnp.sum(weights_M), 1.0)
+  optimizer = optax.adam(learning_rate)
+
+  def loss_fn(params):
+    errors_M = relu2nn_apply(params, xs_MxD) - ys_M
+    return jnp.sum(weights_M * errors_M * errors_M) / total
+
+  def step(carry, _):
+    params, opt_state = carry
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  (params, _), losses_S = jax.lax.scan(step, (params, optimizer.init(params)), None,
+                                       length=num_steps)
+  return params, jnp.append(losses_S, loss_fn(params))
+
+
+def relu2nn(hidden_size: int = 100, num_steps: int = 100, learning_rate: float = 5e-3,
+            seed: int = 0, chunk_size: int = 8, max_prompts: Optional[int] = None) -> BaselineFn:
+  """A 2-layer ReLU net trained from scratch on each prefix (Garg et al.'s GDModel baseline).
+
+  Garg et al.'s settings are the defaults: hidden 100, Adam with learning rate 5e-3, 100 steps;
+  their batch of 100 examples is the whole prefix at their prompt lengths, so training here is
+  full batch. Each (prompt, position) net gets its own init from fold_in(key(seed), ...) of the
+  prompt's index in the batch and the position. Prompts are processed `chunk_size` at a time
+  (lax.map) to bound memory; all positions of a chunk train together (vmap).
+  """
+  _require_int('relu2nn', 'hidden_size', hidden_size, 1)
+  _require_int('relu2nn', 'num_steps', num_steps, 0)
+  _require_number('relu2nn', 'learning_rate', learning_rate, 'a number > 0', lambda a: a > 0)
+  _require_int('relu2nn', 'seed', seed, 0)
+  _require_int('relu2nn', 'chunk_size', chunk_size, 1)
+  _require_max_prompts('relu2nn', max_prompts)
+  fit = lambda key, xs, ys, weights: relu2nn_fit(
+      key, xs, ys, weights, hidden_size=int(hidden_size), num_steps=int(num_steps),
+      learning_rate=float(learning_rate))[0]
+
+  def predict_prompt(key, xs_NxD, ys_N):
+    num_points = xs_NxD.shape[0]
+    weights_NxN = _prefix_mask_NxN(num_points).astype(xs_NxD.dtype)
+
+    def at_position(position, weights_N, query_D):
+      params = fit(jax.random.fold_in(key, position), xs_NxD, ys_N, weights_N)
+      return relu2nn_apply(params, query_D[None])[0]
+
+    preds_N = jax.vmap(at_position)(jnp.arange(num_points), weights_NxN, xs_NxD)
+    return preds_N.at[0].set(0.0)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    xs_BxNxD, ys_BxN = xs_BxNxD[:max_prompts], ys_BxN[:max_prompts]
+    base = jax.random.key(seed)
+    keys_B = jax.vmap(lambda b: jax.random.fold_in(base, b))(jnp.arange(xs_BxNxD.shape[0]))
+    return jax.lax.map(lambda args: predict_prompt(*args), (keys_B, xs_BxNxD, ys_BxN),
+                       batch_size=int(chunk_size))
+
+  return _mark(fn, jittable=True, max_prompts=max_prompts)
+
+
+# -------------------------------------------------------------------------------------- registry
+
+BASELINES: Dict[str, Callable[..., BaselineFn]] = {
+    'least_squares': least_squares,
+    'ridge': ridge,
+    'lasso': lasso,
+    'knn': knn,
+    'averaging': averaging,
+    'gd': gd,
+    'greedy_tree': greedy_tree,
+    'relu2nn': relu2nn,
+}
+
+# Garg et al.'s choice of baselines per task family (plus ridge and GD for linear tasks).
+FAMILY_BASELINES = {
+    'linear': ('least_squares', 'ridge', 'knn', 'averaging', 'gd'),
+    'sparse_linear': ('least_squares', 'ridge', 'knn', 'averaging', 'gd', 'lasso'),
+    'quadratic': ('least_squares', 'knn', 'averaging', 'relu2nn'),
+    'relu2nn': ('least_squares', 'knn', 'averaging', 'relu2nn'),
+    'decision_tree': ('least_squares', 'knn', 'averaging', 'greedy_tree'),
+}
+
+
+def task_family(task_name: str) -> str:
+  """Maps a task name to a key of FAMILY_BASELINES.
+
+  Accepts Garg et al.'s names (linear_regression, noisy_linear_regression,
+  sparse_linear_regression, quadratic_regression, relu_2nn_regression, decision_tree) and short
+  forms (linear, noisy_linear, sparse, sparse_linear, quadratic, relu2nn, tree).
+  """
+  name = str(task_name).lower().replace('-', '_')
+  compact = name.replace('_', '')
+  if 'sparse' in name:
+    return 'sparse_linear'
+  if 'quadratic' in name:
+    return 'quadratic'
+  if 'relu' in name and '2nn' in compact:
+    return 'relu2nn'
+  if 'tree' in name:
+    return 'decision_tree'
+  if 'linear' in name:
+    return 'linear'
+  raise ConfigError(
+      f'config.task.name={task_name!r} is invalid: get_baselines knows linear, noisy linear, '
+      'sparse linear, quadratic, relu 2nn and decision tree regression tasks')
+
+
+def _config_options(config, name: str) -> Dict[str, Any]:
+  """config.baselines.<name> as a dict ({} when absent)."""
+  section = getattr(config, 'baselines', None)
+  options = getattr(section, name, None) if section is not None else None
+  if options is None:
+    return {}
+  return dict(options.to_dict() if hasattr(options, 'to_dict') else options)
+
+
+def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
+  """The baselines worth comparing against on `task_name`: result name -> fn.
+
+  Names: 'least_squares', 'ridge', 'lasso', '<k>nn' ('3nn' by default), 'averaging', 'gd',
+  'greedy_tree', 'relu2nn'. Options come from `config.baselines.<registry name>.<option>` when
+  present (e.g. config.baselines.gd.num_steps, config.baselines.knn.k). Defaults: ridge alpha =
+  config.task.noise_std^2 (the posterior mean for w ~ N(0, I); equal to least squares when the
+  task is noiseless), lasso alpha = 0.1 (Garg et al.), and max_prompts =
+  DEFAULT_EXPENSIVE_MAX_PROMPTS for greedy_tree and relu2nn (set it to None for all prompts).
+  Unknown options raise ConfigError.
+  """
+  task = getattr(config, 'task', None)
+  noise_std = float(getattr(task, 'noise_std', 0.0) or 0.0) if task is not None else 0.0
+  defaults = {
+      'ridge': {'alpha': noise_std ** 2},
+      'greedy_tree': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
+      'relu2nn': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
+  }
+  result = {}
+  for name in FAMILY_BASELINES[task_family(task_name)]:
+    options = dict(defaults.get(name, {}))
+    options.update(_config_options(config, name))
+    constructor = BASELINES[name]
+    allowed = constructor.__code__.co_varnames[:constructor.__code__.co_argcount]
+    for option in options:
+      require(option in allowed, f'baselines.{name}.{option}', options[option],
+              f'unknown option; {name} takes {", ".join(allowed) or "no options"}')
+    result_name = f'{options.get("k", 3)}nn' if name == 'knn' else name
+    result[result_name] = constructor(**options)
+  return result

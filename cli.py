@@ -1,0 +1,82 @@
+"""Shared command-line plumbing: one-line errors for bad flags and config values."""
+from __future__ import annotations
+
+import sys
+
+
+def fail(message: str, code: int = 2):
+  """Prints `error: <message>` on one line to stderr and exits."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def load_config_flag(config_flag):
+  """Reads the --config flag; unknown keys, wrong types or a bad variant become one line."""
+  from data.base import ConfigError
+  try:
+    config = config_flag.value
+  except (ConfigError, KeyError, AttributeError, TypeError, ValueError) as e:
+    fail(_one_line(e))
+  if config is None:
+    fail('--config is required, e.g. --config configs/linear_regression.py:tiny')
+  return config
+
+
+def _one_line(error) -> str:
+  text = str(error).strip().splitlines()
+  return text[0] if text else type(error).__name__
+
+
+def setup_jax(config):
+  """Multi-host initialisation must happen before JAX touches a device."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  import jax
+  if config.train.get('distributed', False):
+    jax.distributed.initialize()
+
+
+def _load_config_file(spec: str):
+  import importlib.util
+  path, _, variant = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_icl_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant or None)
+
+
+def _explain_override_error(argv) -> str | None:
+  """Names the first --config.a.b=... override whose key does not exist, with its siblings."""
+  spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if spec is None:
+    idx = next((i for i, a in enumerate(argv) if a == '--config'), None)
+    spec = argv[idx + 1] if idx is not None and idx + 1 < len(argv) else None
+  if spec is None:
+    return None
+  config = _load_config_file(spec)
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    node = config
+    for depth, key in enumerate(path):
+      if not hasattr(node, 'keys') or key not in node:
+        parent = '.'.join(path[:depth]) or '<top>'
+        known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(not a section)'
+        return (f'config key {".".join(path)!r} is unknown: keys under {parent} are {known}')
+      node = node[key]
+  return None
+
+
+def parse_flags(argv):
+  """absl flags parser that turns any flag or config error into one line."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # pylint: disable=broad-except
+    message = None
+    try:
+      message = _explain_override_error(argv[1:])
+    except Exception as inner:  # the config file itself is broken: report that
+      message = _one_line(inner)
+    fail(message or _one_line(error))

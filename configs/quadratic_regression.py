@@ -1,0 +1,10 @@
+r"""In-context quadratic_regression (Garg et al. 2022); see configs/linear_regression.py for the variants.
+
+  python train.py --config configs/quadratic_regression.py:tiny --workdir runs/quadratic_regression_tiny
+  python eval.py --workdir runs/quadratic_regression_tiny --suite all
+"""
+from configs.linear_regression import regression_config
+
+
+def get_config(arg=None):
+  return regression_config('quadratic_regression', arg)
