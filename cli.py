@@ -27,10 +27,15 @@ def _one_line(error) -> str:
   return text[0] if text else type(error).__name__
 
 
-def setup_jax(config):
-  """Multi-host initialisation must happen before JAX touches a device."""
+def quiet_logs():
+  """Keeps library INFO chatter (orbax, XLA backends) out of the user's terminal."""
   from absl import logging
   logging.set_verbosity(logging.WARNING)
+
+
+def setup_jax(config):
+  """Multi-host initialisation must happen before JAX touches a device."""
+  quiet_logs()
   import jax
   if config.train.get('distributed', False):
     jax.distributed.initialize()

@@ -20,35 +20,6 @@ _NUM_PROMPTS = flags.DEFINE_integer('num_prompts', None, 'Prompts per suite (def
 _SEED = flags.DEFINE_integer('seed', None, 'Evaluation seed (default: config.eval.seed).')
 
 
-def make_model_fns(model, task):
-  """Jitted predict (and generate, for token tasks) of a restored model."""
-  import jax
-  from flax import nnx
-  from analysis.base import ModelFns
-  from models.generate import generate
-
-  graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def predict(state, inputs):
-    return nnx.merge(graphdef, state)(inputs)
-
-  def predict_batch(batch):
-    return predict(state, task.model_inputs(batch))
-
-  gen = None
-  if task.io().input_kind == 'tokens':
-    def _generate(state, prompt, prompt_len, key, temperature, num_new, top_k):
-      return generate(nnx.merge(graphdef, state), prompt, prompt_len, num_new, key,
-                      temperature, top_k)
-    _generate = jax.jit(_generate, static_argnames=('num_new', 'top_k'))
-
-    def gen(prompt_BxT, prompt_len_B, num_new, key, temperature=1.0, top_k=0):
-      return _generate(state, prompt_BxT, prompt_len_B, key, temperature, num_new=int(num_new),
-                       top_k=int(top_k))
-  return ModelFns(predict=predict_batch, generate=gen)
-
-
 def write_json_atomic(path, obj):
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
@@ -57,6 +28,8 @@ def write_json_atomic(path, obj):
 
 
 def main(argv):
+  from cli import quiet_logs
+  quiet_logs()
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value:
@@ -74,6 +47,7 @@ def main(argv):
     config, task, model, step = restore_model(_WORKDIR.value, _CHECKPOINT.value, config)
   except (ConfigError, WorkdirError) as e:
     fail(str(e))
+  from analysis.base import make_model_fns
   model_fns = make_model_fns(model, task)
   out_dir = os.path.join(_WORKDIR.value, 'eval')
   os.makedirs(out_dir, exist_ok=True)

@@ -22,6 +22,8 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False,
 
 
 def main(argv):
+  from cli import quiet_logs
+  quiet_logs()
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; flags look like --config.train.num_steps=100')
   config = load_config_flag(_CONFIG)

@@ -16,6 +16,7 @@ perplexity over all targets and per string index (analysis/language_metrics.py).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, List, Tuple
 
@@ -85,49 +86,55 @@ def _chunks(num_rows: int, batch_size: int):
 
 # ---- next-token metrics ----------------------------------------------------------------
 
+@functools.lru_cache(maxsize=16)
+def _metrics_fn(param_items: Tuple[Tuple[str, Any], ...], delta: float):
+  """Jitted (batch, logits) -> {name: per-target metrics} for the model and every baseline.
+
+  Baselines are O(T^2) in memory per prompt, so they run over rows in chunks (lax.map).
+  Cached by the language parameters so repeated suites compile once.
+  """
+  params = dict(param_items)
+  keys = ('tokens_BxT', 'loss_mask_BxT', 'tables_BxSxV', 'state_BxT', 'position_in_string_BxT')
+
+  def one_row(row):
+    arrays = {k: v[None] for k, v in row.items()}
+    true = language_metrics.automaton_next_token_probs(
+        arrays['tables_BxSxV'], arrays['state_BxT'], arrays['position_in_string_BxT'], **params)
+    probs = ngram.all_baseline_probs(arrays, delta=delta, **params)
+    return {name: jax.tree.map(lambda a: a[0], language_metrics.metrics_from_probs(
+        p, true, arrays['tokens_BxT'], arrays['loss_mask_BxT'])) for name, p in probs.items()}
+
+  @jax.jit
+  def fn(batch, logits):
+    true = language_metrics.automaton_next_token_probs(
+        batch['tables_BxSxV'], batch['state_BxT'], batch['position_in_string_BxT'], **params)
+    out = {'model': language_metrics.metrics_from_logits(logits, true, batch['tokens_BxT'],
+                                                         batch['loss_mask_BxT'])}
+    out.update(jax.lax.map(one_row, {k: batch[k] for k in keys}, batch_size=BASELINE_ROWS))
+    return out
+
+  return fn
+
+
 def _score(model: ModelFns, task, arrays: Dict[str, np.ndarray], batch_size: int,
            delta: float, desc: str) -> Dict[str, Dict[str, Any]]:
   params = task.language_params()
+  metrics_fn = _metrics_fn(tuple(sorted(params.items())), delta)
   names = ('model',) + ngram.BASELINES
   num_strings = int(task.cfg['strings_max'])
   accumulators = {name: language_metrics.Accumulator(num_strings) for name in names}
-
-  @jax.jit
-  def true_probs_fn(tables, state, position):
-    return language_metrics.automaton_next_token_probs(tables, state, position, **params)
-
-  @jax.jit
-  def model_metrics_fn(logits, true_probs, tokens, loss_mask):
-    return language_metrics.metrics_from_logits(logits, true_probs, tokens, loss_mask)
-
-  baseline_fns = {}
-  for name in ngram.BASELINES:
-    def fn(arrs, true_probs, name=name):
-      probs = ngram.baseline_probs(name, arrs, delta=delta, **params)
-      return language_metrics.metrics_from_probs(probs, true_probs, arrs['tokens_BxT'],
-                                                 arrs['loss_mask_BxT'])
-    baseline_fns[name] = jax.jit(fn)
-
   num_rows = arrays['tokens_BxT'].shape[0]
   chunks = list(_chunks(num_rows, batch_size))
   for rows, weight in tqdm(chunks, desc=desc, disable=len(chunks) < 4):
     batch = {k: jnp.asarray(v[rows]) for k, v in arrays.items()}
-    true_probs = true_probs_fn(batch['tables_BxSxV'], batch['state_BxT'],
-                               batch['position_in_string_BxT'])
     logits = model.predict(batch)
     if logits.shape[-1] != task.num_tokens:
       raise ValueError(f'model outputs {logits.shape[-1]} logits per position; regbench needs '
                        f'{task.num_tokens} (one per token id)')
-    metrics = model_metrics_fn(logits, true_probs, batch['tokens_BxT'], batch['loss_mask_BxT'])
+    metrics = jax.device_get(metrics_fn(batch, logits))
     string_index = arrays['string_index_BxT'][rows]
-    accumulators['model'].add(jax.device_get(metrics), string_index, weight)
-    for start in range(0, len(rows), BASELINE_ROWS):
-      sub = slice(start, start + BASELINE_ROWS)
-      sub_batch = {k: batch[k][sub] for k in ('tokens_BxT', 'loss_mask_BxT', 'tables_BxSxV',
-                                               'state_BxT', 'position_in_string_BxT')}
-      for name, fn in baseline_fns.items():
-        accumulators[name].add(jax.device_get(fn(sub_batch, true_probs[sub])),
-                               string_index[sub], weight[sub])
+    for name in names:
+      accumulators[name].add(metrics[name], string_index, weight)
   return {name: acc.result() for name, acc in accumulators.items()}
 
 
@@ -269,8 +276,10 @@ def summary(result: Dict[str, Any]) -> str:
                  f'perplexity {m["perplexity"]:.3f}')
   gen = result.get('generation')
   if gen and 'skipped' not in gen:
+    fmt = lambda v: 'n/a' if v is None else f'{v:.3f}'
     lines.append(f'  generation: {gen["num_complete_strings"]} strings, accepted '
-                 f'{gen["string_accept_rate"]}, legal tokens {gen["token_legal_rate"]}')
+                 f'{fmt(gen["string_accept_rate"])}, legal tokens '
+                 f'{fmt(gen["token_legal_rate"])}')
   return '\n'.join(lines)
 
 
@@ -279,6 +288,7 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   panels = (('accuracy', 'accuracy (greedy token legal)'), ('tv', 'total variation'),
             ('nll', 'NLL (nats)'))
@@ -293,6 +303,7 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
       ax.plot(xs, ys, marker='o', markersize=3,
               label=f'{name} ({overall:.3f})' if overall is not None else name,
               **styles.get(name, {}))
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('string index in prompt')
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)

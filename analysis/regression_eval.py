@@ -13,7 +13,7 @@ eval: pairs < i, then the query at position i (later positions are ignored by ca
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, Iterator, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,31 +53,32 @@ def _draw_prompts(task, suite: str, num_prompts: int, seed: int) -> Dict[str, np
 
 
 def _row_chunks(prompts: Dict[str, np.ndarray], suite: str, num_positions: int,
-                batch_size: int) -> Iterator[Tuple[np.ndarray, np.ndarray, int,
-                                                   np.ndarray, np.ndarray, np.ndarray]]:
-  """Yields (xs_RxNxD, ys_RxN, num_real, prompt_R, position_R, target_R) per model call.
+                num_prompts: int, rows_per_call: int, pad: bool
+                ) -> Iterator[Tuple[np.ndarray, np.ndarray, int, np.ndarray,
+                                    Optional[np.ndarray], Optional[np.ndarray]]]:
+  """Yields (xs_RxNxD, ys_RxN, num_real, prompt_R, position_R, target_R) per call.
 
-  Each chunk holds exactly min(batch_size, total rows) rows (the last one padded by repeating
-  its first row) so that a jitted predict compiles once. For plain suites a row is a prompt
-  and all its positions are scored (position_R is None); for QUERY_SUITES a row is a
-  (prompt, position) pair with the query substituted at that position.
+  Rows cover the first `num_prompts` prompts. For plain suites a row is a prompt and all its
+  positions are scored (position_R is None); for QUERY_SUITES a row is a (prompt, position)
+  pair with the query substituted at that position. With `pad`, every chunk has exactly
+  min(rows_per_call, total rows) rows (the last one repeats a real row), so that a jitted
+  predictor compiles once.
   """
   xs_SxNxD, ys_SxN = prompts['xs_BxNxD'], prompts['ys_BxN']
-  num_prompts = xs_SxNxD.shape[0]
   query = suite in QUERY_SUITES
   total = num_prompts * num_positions if query else num_prompts
-  rows_per_call = min(batch_size, total)
+  rows_per_call = min(rows_per_call, total)
   for start in range(0, total, rows_per_call):
-    rows_R = np.arange(start, start + rows_per_call)
     num_real = int(min(rows_per_call, total - start))
-    rows_R = np.where(rows_R < total, rows_R, start)  # pad with a real row
+    rows_R = np.arange(start, start + (rows_per_call if pad else num_real))
+    rows_R = np.where(rows_R < total, rows_R, start)
     if not query:
       yield xs_SxNxD[rows_R], ys_SxN[rows_R], num_real, rows_R, None, None
       continue
     prompt_R, position_R = rows_R // num_positions, rows_R % num_positions
     xs_RxNxD = xs_SxNxD[prompt_R].copy()
     ys_RxN = ys_SxN[prompt_R].copy()
-    arange_R = np.arange(rows_per_call)
+    arange_R = np.arange(len(rows_R))
     xs_RxNxD[arange_R, position_R] = prompts['query_xs_BxNxD'][prompt_R, position_R]
     target_R = prompts['query_ys_BxN'][prompt_R, position_R]
     ys_RxN[arange_R, position_R] = target_R
@@ -93,9 +94,11 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
   """Normalised squared error vs number of in-context examples, model and baselines.
 
   Returns {'suite', 'task', 'n_dims', 'n_points', 'num_prompts', 'normaliser',
-  'num_examples': [0..P-1], 'curves': {name: {'mean', 'lo', 'hi'}}, 'description'}, where
-  the model's curve is 'model' and the others come from baselines.regression.get_baselines.
-  Non-finite numbers become None so the result is strict JSON.
+  'num_examples': [0..P-1], 'curves': {name: {'mean', 'lo', 'hi', 'num_prompts'}},
+  'description'}. The model's curve is 'model'; the others come from
+  baselines.regression.get_baselines(task.name, config). A baseline with `max_prompts` set
+  is scored on the first max_prompts prompts only (in QUERY_SUITES, where each prompt costs
+  P calls, on the first ceil(max_prompts / P)). Non-finite numbers become None (strict JSON).
   """
   if suite not in SUITES:
     raise ConfigError(f'eval suite {suite!r} is invalid: one of {", ".join(SUITES)}')
@@ -103,7 +106,7 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
           'an integer >= 1')
   require(isinstance(batch_size, int) and batch_size >= 1, 'eval.batch_size', batch_size,
           'an integer >= 1')
-  # Imported here so that the evaluator loads even before these optional pieces exist.
+  # Imported here so that the evaluator module loads even before these pieces exist.
   from analysis.stats import bootstrap_ci
   from baselines.regression import get_baselines
 
@@ -119,27 +122,46 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
     predictors[name] = fn
 
   num_positions = task.ood_positions(suite)
+  query = suite in QUERY_SUITES
   prompts = _draw_prompts(task, suite, num_prompts, seed)
-  squared = {name: np.full((num_prompts, num_positions), np.nan) for name in predictors}
-  chunks = list(_row_chunks(prompts, suite, num_positions, batch_size))
-  for xs, ys, num_real, prompt_R, position_R, target_R in tqdm(
-      chunks, desc=f'{task.name}/{suite}', disable=len(chunks) < 4, leave=False):
-    xs_j, ys_j = jnp.asarray(xs), jnp.asarray(ys)
-    for name, fn in predictors.items():
-      preds_RxN = np.asarray(fn(xs_j, ys_j), np.float64)
-      if position_R is None:
-        err = (preds_RxN[:num_real, :num_positions] - ys[:num_real, :num_positions]) ** 2
-        squared[name][prompt_R[:num_real]] = err
-      else:
-        chosen_R = preds_RxN[np.arange(len(position_R)), position_R]
-        err = (chosen_R - target_R)[:num_real] ** 2
-        squared[name][prompt_R[:num_real], position_R[:num_real]] = err
+  plans = {}  # name -> (prompts scored, rows per call, pad)
+  for name, fn in predictors.items():
+    cap = getattr(fn, 'max_prompts', None)
+    used, rows_per_call = num_prompts, batch_size
+    if cap is not None:
+      used = min(num_prompts, math.ceil(cap / num_positions) if query else cap)
+      rows_per_call = min(batch_size, cap)  # fn scores only the first `cap` rows it is given
+    plans[name] = (used, rows_per_call, getattr(fn, 'jittable', True))
+  def num_calls(used, rows_per_call):
+    rows = used * num_positions if query else used
+    return math.ceil(rows / min(rows_per_call, rows))
+
+  total_calls = sum(num_calls(used, rows) for used, rows, _ in plans.values())
 
   normaliser = float(task.error_normaliser())
   curves = {}
-  for name, errors_SxP in squared.items():
-    mean, lo, hi = bootstrap_ci(errors_SxP / normaliser, num_resamples=1000, seed=0)
-    curves[name] = {'mean': _finite_list(mean), 'lo': _finite_list(lo), 'hi': _finite_list(hi)}
+  with tqdm(total=total_calls, desc=f'{task.name}/{suite}', disable=total_calls < 8,
+            leave=False) as progress:
+    for name, fn in predictors.items():
+      used, rows_per_call, pad = plans[name]
+      squared_SxP = np.full((used, num_positions), np.nan)
+      for xs, ys, num_real, prompt_R, position_R, target_R in _row_chunks(
+          prompts, suite, num_positions, used, rows_per_call, pad):
+        preds_RxN = np.asarray(fn(jnp.asarray(xs), jnp.asarray(ys)), np.float64)
+        if preds_RxN.shape[0] < num_real or preds_RxN.shape[1] != xs.shape[1]:
+          raise ValueError(f'predictor {name!r} returned preds of shape {preds_RxN.shape} '
+                           f'for {num_real} real rows of length {xs.shape[1]}')
+        if position_R is None:
+          err = (preds_RxN[:num_real, :num_positions] - ys[:num_real, :num_positions]) ** 2
+          squared_SxP[prompt_R[:num_real]] = err
+        else:
+          chosen_R = preds_RxN[np.arange(num_real), position_R[:num_real]]
+          err = (chosen_R - target_R[:num_real]) ** 2
+          squared_SxP[prompt_R[:num_real], position_R[:num_real]] = err
+        progress.update(1)
+      mean, lo, hi = bootstrap_ci(squared_SxP / normaliser, num_resamples=1000, seed=0)
+      curves[name] = {'mean': _finite_list(mean), 'lo': _finite_list(lo),
+                      'hi': _finite_list(hi), 'num_prompts': int(used)}
   return {
       'suite': suite,
       'task': task.name,
@@ -160,8 +182,9 @@ def _array(values) -> np.ndarray:
 def plot(result: dict, png_path: str, log_y: bool = False) -> None:
   """Error vs in-context examples: model (black) and baselines with shaded 95% intervals.
 
-  The y-axis shows [0, 1.2 x the largest zero-shot error or model error], so a baseline's
-  interpolation peak (least squares near i = d) cannot squash the other curves.
+  Linear y-axis: [0, 1.25 x max(1, every curve's zero-shot error, the model's median error)],
+  so an interpolation peak (least squares near i = d) cannot squash the other curves; log_y
+  shows the full range instead.
   """
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
@@ -171,7 +194,7 @@ def plot(result: dict, png_path: str, log_y: bool = False) -> None:
   ax = fig.add_subplot(1, 1, 1)
   x = np.asarray(result['num_examples'])
   names = ['model'] + sorted(n for n in result['curves'] if n != 'model')
-  top, positive = 1.0, []
+  top, positive, largest = 1.0, [], 0.0
   for index, name in enumerate(names):
     if name not in result['curves']:
       continue
@@ -184,21 +207,22 @@ def plot(result: dict, png_path: str, log_y: bool = False) -> None:
     ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
     finite = mean[np.isfinite(mean)]
     if finite.size:
-      top = max(top, float(finite[0]), float(finite.max()) if is_model else 0.0)
+      top = max(top, float(finite[0]), float(np.median(finite)) if is_model else 0.0)
+      largest = max(largest, float(finite.max()))
       positive.extend(finite[finite > 0].tolist())
   ax.axhline(1.0, ls='--', color='gray', lw=1)
   if log_y and positive:
     ax.set_yscale('log')
-    ax.set_ylim(max(min(positive) * 0.5, 1e-6), top * 1.5)
+    ax.set_ylim(max(min(positive) * 0.5, 1e-6), max(largest, top) * 1.5)
   else:
-    ax.set_ylim(-0.02 * top, 1.2 * top)
+    ax.set_ylim(-0.02 * top, 1.25 * top)
   ax.set_xlim(x.min() - 0.5, x.max() + 0.5)
   ax.set_xlabel('number of in-context examples')
   ax.set_ylabel(f'squared error / {result["normaliser"]:g}')
   ax.set_title(f'{result["task"]}: {result["suite"]} (d={result["n_dims"]}, '
                f'{result["num_prompts"]} prompts)')
   ax.grid(alpha=0.3)
-  ax.legend(loc='upper right', fontsize=8)
+  ax.legend(loc='best', fontsize=8)
   fig.tight_layout()
   fig.savefig(png_path, dpi=120)
 

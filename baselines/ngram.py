@@ -20,9 +20,12 @@ separator; data/regbench.py). The scheme is the authors' `predict_with_n_gram_ba
   * P_1(a) = (c_1(a) + delta) / sum_b (c_1(b) + delta), uniform if the prefix has no symbol;
   * the result is renormalised over Sigma (mass is lost only if every candidate was seen).
 Sigma = the V symbols, plus the separator if `predict_separator`. With delta = 0 (the
-authors' default) unseen symbols get probability 0 and this is their model, except that their
-lower-order counts also count the extra all-<bos> grams of the (n-1)-padding (e.g. the 1-gram
-<bos> twice per string for n = 3); the slot counts above count each context once per slot.
+authors' default) unseen symbols get probability 0, as in their model (their vocabulary is the
+symbols seen so far). Their lower-order counts also count the extra all-<bos> grams of the
+(n-1)-padding (the 1-gram <bos> twice per string for n = 3), which the slot counts do not; this
+only rescales probabilities of symbols that are all backed off together, so for delta = 0 the
+unigram, bigram and trigram distributions are theirs, up to the final renormalisation (they
+keep the lost mass unassigned); a port of their code agreed to 1e-7 on random prompts.
 
 `automaton` (the floor: the true next-token distribution) lives in analysis/language_metrics.
 """
@@ -67,6 +70,14 @@ def ngram_probs(tokens_BxT: jax.Array, *, n: int, vocab_size: int, delta: float 
 
   Jittable (n, vocab_size, predict_separator static); O(B T^2 (n + K)) work.
   """
+  return ngram_probs_by_order(tokens_BxT, n=n, vocab_size=vocab_size, delta=delta,
+                              predict_separator=predict_separator)[-1]
+
+
+def ngram_probs_by_order(tokens_BxT: jax.Array, *, n: int, vocab_size: int,
+                         delta: float = 0.0, predict_separator: bool = False):
+  """[probs_BxTxK of the 1-gram, 2-gram, ..., n-gram model]: the backoff recursion computes
+  every lower order on the way, so all of them cost one n-gram."""
   if n < 1:
     raise ValueError(f'n-gram order must be >= 1, got {n}')
   num_tokens = vocab_size + 2
@@ -90,6 +101,7 @@ def ngram_probs(tokens_BxT: jax.Array, *, n: int, vocab_size: int, delta: float 
   match_BxTxT = causal_TxT[None] * is_slot_BxT[:, None, :]
 
   probs_BxTxK = None
+  by_order = []
   for k in range(1, n + 1):
     m = k - 1
     if m > 0:
@@ -102,6 +114,7 @@ def ngram_probs(tokens_BxT: jax.Array, *, n: int, vocab_size: int, delta: float 
       uniform = candidate_K / num_candidates
       probs_BxTxK = jnp.where(total_BxT > 0, smoothed / jnp.maximum(total_BxT, 1e-30),
                               uniform)
+      by_order.append(probs_BxTxK)
       continue
     context_count_BxT = match_BxTxT.sum(-1) + 1.0  # + the open slot
     seen_BxTxK = (counts_BxTxK > 0).astype(jnp.float32)
@@ -113,9 +126,27 @@ def ngram_probs(tokens_BxT: jax.Array, *, n: int, vocab_size: int, delta: float 
     backoff = lower_unseen * jnp.where(mass_BxT > 0, beta_BxT / jnp.maximum(mass_BxT, 1e-30),
                                        0.0)[..., None]
     probs_BxTxK = p_seen + backoff
-  total = probs_BxTxK.sum(-1, keepdims=True)
-  return jnp.where(total > 0, probs_BxTxK / jnp.maximum(total, 1e-30),
-                   candidate_K / num_candidates)
+    # The next order only uses ratios of P_k, so it continues from the unnormalised P_k;
+    # the distribution returned for order k is renormalised over Sigma.
+    total = probs_BxTxK.sum(-1, keepdims=True)
+    by_order.append(jnp.where(total > 0, probs_BxTxK / jnp.maximum(total, 1e-30),
+                              candidate_K / num_candidates))
+  return by_order
+
+
+def all_baseline_probs(arrays: Dict[str, jax.Array], *, vocab_size: int, min_string_len: int,
+                       max_string_len: int, predict_separator: bool,
+                       delta: float = 0.0) -> Dict[str, jax.Array]:
+  """{name: probs_BxTxK} for every name in BASELINES, the n-grams from one trigram pass."""
+  by_order = ngram_probs_by_order(arrays['tokens_BxT'], n=max(NGRAM_ORDERS.values()),
+                                  vocab_size=vocab_size, delta=delta,
+                                  predict_separator=predict_separator)
+  out = {name: by_order[k - 1] for name, k in NGRAM_ORDERS.items()}
+  out['automaton'] = baseline_probs('automaton', arrays, vocab_size=vocab_size,
+                                    min_string_len=min_string_len,
+                                    max_string_len=max_string_len,
+                                    predict_separator=predict_separator)
+  return out
 
 
 def baseline_probs(name: str, arrays: Dict[str, jax.Array], *, vocab_size: int,

@@ -153,25 +153,37 @@ def averaging() -> BaselineFn:
   return _mark(fn, jittable=True, max_prompts=None)
 
 
-def gd(num_steps: int = 5, learning_rate: float = 0.1) -> BaselineFn:
+def gd(num_steps: int = 10, learning_rate: Optional[float] = None) -> BaselineFn:
   """`num_steps` steps of full-batch gradient descent from w = 0 (von Oswald et al. 2023).
 
   The loss is L(w) = 1/(2i) sum_{j<i} (x_j . w - y_j)^2, so the update is
-  w <- w - learning_rate (A w - b) with A, b the prefix means of x x^T and y x. One step with
-  learning_rate = 1 is exactly the averaging estimator. The default (5 steps, 0.1) is stable for
-  every prefix length at d = 20 with x ~ N(0, I) (the largest Hessian eigenvalue is ~d at i = 1).
+  w <- w - lr (A w - b) with A, b the prefix means of x x^T and y x. One step with lr = 1 is
+  exactly the averaging estimator. learning_rate=None uses lr = 1 / trace(A) per prefix
+  (1/d for large prefixes of isotropic unit-variance x; trace(A) >= the largest Hessian
+  eigenvalue, so no prefix diverges); a number is a fixed lr for every prefix, as in
+  von Oswald et al., which diverges on short prefixes once lr > 2 / lambda_max (at i = 1,
+  lambda_max = |x_0|^2 ~ d).
   """
   _require_int('gd', 'num_steps', num_steps, 0)
-  _require_number('gd', 'learning_rate', learning_rate, 'a number > 0', lambda a: a > 0)
-  num_steps, learning_rate = int(num_steps), float(learning_rate)
+  if learning_rate is not None:
+    _require_number('gd', 'learning_rate', learning_rate, 'a number > 0 or None (1/trace)',
+                    lambda a: a > 0)
+    learning_rate = float(learning_rate)
+  num_steps = int(num_steps)
 
   @jax.jit
   def fn(xs_BxNxD, ys_BxN):
     a_BxNxDxD, b_BxNxD = _mean_prefix_moments(xs_BxNxD, ys_BxN)
+    if learning_rate is None:
+      trace_BxN = jnp.trace(a_BxNxDxD, axis1=-2, axis2=-1)
+      lr_BxNx1 = jnp.where(trace_BxN > 0, 1.0 / jnp.where(trace_BxN > 0, trace_BxN, 1.0),
+                           0.0)[..., None]
+    else:
+      lr_BxNx1 = learning_rate
 
     def step(_, w_BxNxD):
       gradient = jnp.einsum('bide,bie->bid', a_BxNxDxD, w_BxNxD) - b_BxNxD
-      return w_BxNxD - learning_rate * gradient
+      return w_BxNxD - lr_BxNx1 * gradient
 
     w_BxNxD = jax.lax.fori_loop(0, num_steps, step, jnp.zeros_like(b_BxNxD))
     return _zero_first(jnp.einsum('bid,bid->bi', w_BxNxD, xs_BxNxD))
@@ -183,15 +195,18 @@ def _soft_threshold(values, threshold):
   return jnp.sign(values) * jnp.maximum(jnp.abs(values) - threshold, 0.0)
 
 
-def lasso_coordinate_descent(a_PxDxD, b_PxD, alpha: float, *, tol: float = 1e-6,
-                             max_sweeps: int = 5000):
+def lasso_coordinate_descent(a_PxDxD, b_PxD, alpha: float, w_PxD=None, *, tol: float = 1e-6,
+                             max_sweeps: int = 1000):
   """Minimises w'Aw/2 - b'w + alpha ||w||_1 for P problems at once by cyclic coordinate descent.
 
   With A = X^T X / n and b = X^T y / n this is scikit-learn's Lasso objective
-  1/(2n) ||y - Xw||^2 + alpha ||w||_1 (fit_intercept=False), solved by the same algorithm.
-  Sweeps run until every problem's largest coordinate change in a sweep is <= tol * max|w|
-  (scikit-learn's first stopping test) or `max_sweeps` is reached. Coordinates with A_jj = 0
-  (a feature that is zero on the whole prefix) stay 0. Returns (w_PxD, num_sweeps).
+  1/(2n) ||y - Xw||^2 + alpha ||w||_1 (fit_intercept=False), by scikit-learn's algorithm.
+  Starts from w_PxD (zeros if None). Sweeps run until every problem's largest coordinate change in
+  a sweep is <= tol * max|w| (scikit-learn's first stopping test) or `max_sweeps` is reached.
+  Coordinates with A_jj = 0 (a feature that is zero on the whole prefix) are set to 0.
+  Slow on its own for short, collinear prefixes (thousands of sweeps); `lasso_solve` uses it
+  only to polish the homotopy solution.
+  Returns (w_PxD, num_sweeps).
   """
   diag_PxD = jnp.diagonal(a_PxDxD, axis1=-2, axis2=-1)
   has_data_PxD = diag_PxD > 0
@@ -227,29 +242,168 @@ def lasso_coordinate_descent(a_PxDxD, b_PxD, alpha: float, *, tol: float = 1e-6,
     return w_PxD, max_change_P, jnp.max(jnp.abs(w_PxD), axis=-1), sweeps + 1
 
   num_problems = b_PxD.shape[0]
-  init = (jnp.zeros_like(b_PxD), jnp.full((num_problems,), jnp.inf, b_PxD.dtype),
+  w0_PxD = jnp.zeros_like(b_PxD) if w_PxD is None else w_PxD
+  init = (w0_PxD, jnp.full((num_problems,), jnp.inf, b_PxD.dtype),
           jnp.zeros((num_problems,), b_PxD.dtype), jnp.array(0, jnp.int32))
   w_PxD, _, _, sweeps = jax.lax.while_loop(not_done, body, init)
   return w_PxD, sweeps
 
 
-def lasso(alpha: float = 0.1, tol: float = 1e-6, max_sweeps: int = 5000) -> BaselineFn:
-  """Lasso on each prefix: scikit-learn's Lasso(alpha, fit_intercept=False) objective,
-  1/(2i) ||y - Xw||^2 + alpha ||w||_1, by batched coordinate descent (see
-  `lasso_coordinate_descent`). Garg et al. use it for sparse linear regression.
+_BOUNCE_MARGIN = 1e-4
+
+
+def lasso_homotopy(a_PxDxD, b_PxD, alpha: float, *, max_events: int):
+  """Lasso by the homotopy / LARS-lasso path (Osborne et al. 2000; Efron et al. 2004), batched.
+
+  Same objective as `lasso_coordinate_descent`. Follows the piecewise-linear solution path
+  w(lam) from lam = max|b| down to alpha: on an active set S with signs s,
+  w_S(lam) = A_SS^{-1} (b_S - lam s_S); an inactive j joins when |b_j - A_jS w_S(lam)| reaches
+  lam, an active j leaves when w_j(lam) crosses 0. The inverse of A_SS (embedded as
+  A_SS (+) I) is kept by rank-one block updates, so each event costs O(D^2) per problem with no
+  factorisation. Exact up to rounding once the path reaches alpha (typically after ~2 events per
+  active feature). A problem whose path hits `max_events` or a joining feature in the span of
+  the active ones (rank reached) stops at its current active set. Returns
+  (w_PxD, finished_P, num_events).
+  """
+  num_problems, dim = b_PxD.shape
+  dtype = b_PxD.dtype
+  eye_DxD = jnp.eye(dim, dtype=dtype)
+  columns_D = jnp.arange(dim)
+  diag_PxD = jnp.diagonal(a_PxDxD, axis1=-2, axis2=-1)
+
+  def path_point(state):
+    active_PxD, sign_PxD, inverse_PxDxD = state['active'], state['sign'], state['inverse']
+    u_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, jnp.where(active_PxD, b_PxD, 0.0))
+    v_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, sign_PxD)
+    return u_PxD, v_PxD
+
+  def body(state):
+    active_PxD, sign_PxD, inverse_PxDxD = state['active'], state['sign'], state['inverse']
+    lam_P, done_P = state['lam'], state['done']
+    u_PxD, v_PxD = path_point(state)
+    # Correlations of inactive features along the path: c(lam) = p + lam q.
+    p_PxD = b_PxD - jnp.einsum('pde,pe->pd', a_PxDxD, u_PxD)
+    q_PxD = jnp.einsum('pde,pe->pd', a_PxDxD, v_PxD)
+    lam_Px1 = lam_P[:, None]
+
+    # The feature changed by the last event sits exactly on its boundary at lam; rounding could
+    # make it bounce back at (nearly) the same lam, so its next event must lie a relative
+    # BOUNCE_MARGIN below lam. Genuine re-entries further down the path stay allowed.
+    just_changed_PxD = ((columns_D[None] == state['last_dropped'][:, None])
+                        | (columns_D[None] == state['last_added'][:, None]))
+    limit_PxD = jnp.where(just_changed_PxD, lam_Px1 * (1.0 - _BOUNCE_MARGIN), lam_Px1)
+
+    def candidate(numerator, denominator, allowed):
+      ok = allowed & (jnp.abs(denominator) > 1e-12)
+      value = numerator / jnp.where(ok, denominator, 1.0)
+      return jnp.where(ok & (value > 0) & (value < limit_PxD), value, -jnp.inf)
+
+    join_plus = candidate(p_PxD, 1.0 - q_PxD, ~active_PxD)
+    join_minus = candidate(-p_PxD, 1.0 + q_PxD, ~active_PxD)
+    join_PxD = jnp.maximum(join_plus, join_minus)
+    drop_PxD = candidate(u_PxD, v_PxD, active_PxD)
+    event_PxD = jnp.maximum(join_PxD, drop_PxD)
+    j_P = jnp.argmax(event_PxD, axis=-1).astype(jnp.int32)
+    lam_next_P = jnp.max(event_PxD, axis=-1)
+    is_join_P = jnp.take_along_axis(join_PxD >= drop_PxD, j_P[:, None], axis=-1)[:, 0]
+    one_hot_PxD = columns_D[None] == j_P[:, None]
+
+    # Joining j: border the inverse with the Schur complement of A_jj.
+    a_j_PxD = jnp.where(active_PxD, jnp.take_along_axis(a_PxDxD, j_P[:, None, None], axis=1)[:, 0],
+                        0.0)
+    h_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, a_j_PxD)
+    a_jj_P = jnp.take_along_axis(diag_PxD, j_P[:, None], axis=-1)[:, 0]
+    schur_P = a_jj_P - jnp.sum(a_j_PxD * h_PxD, axis=-1)
+    # A joining feature (nearly) in the span of the active ones ends the path (rank reached).
+    degenerate_P = is_join_P & ~(schur_P > 1e-6 * jnp.maximum(a_jj_P, 1e-30))
+    safe_schur = jnp.where(degenerate_P, 1.0, schur_P)[:, None, None]
+    bordered_PxD = h_PxD - one_hot_PxD
+    joined_PxDxD = (inverse_PxDxD - one_hot_PxD[:, :, None] * one_hot_PxD[:, None, :]
+                    + bordered_PxD[:, :, None] * bordered_PxD[:, None, :] / safe_schur)
+    # Leaving j: the inverse of the smaller block is E - f f^T / g, then row/column j -> e_j.
+    column_PxD = jnp.take_along_axis(inverse_PxDxD, j_P[:, None, None], axis=2)[:, :, 0]
+    g_P = jnp.sum(jnp.where(one_hot_PxD, column_PxD, 0.0), axis=-1)
+    f_PxD = jnp.where(one_hot_PxD, 0.0, column_PxD)
+    safe_g = jnp.where(is_join_P | (g_P == 0), 1.0, g_P)[:, None, None]
+    dropped_PxDxD = inverse_PxDxD - f_PxD[:, :, None] * f_PxD[:, None, :] / safe_g
+    off_j = ~(one_hot_PxD[:, :, None] | one_hot_PxD[:, None, :])
+    dropped_PxDxD = jnp.where(off_j, dropped_PxDxD, eye_DxD)
+
+    finish_P = ~done_P & ((lam_next_P <= alpha) | degenerate_P)
+    advance_P = ~done_P & ~finish_P
+    w_final_PxD = u_PxD - alpha * v_PxD
+    join_sign_PxD = jnp.where(join_plus >= join_minus, 1.0, -1.0)
+    new_active = jnp.where(one_hot_PxD, is_join_P[:, None], active_PxD)
+    new_sign = jnp.where(one_hot_PxD, jnp.where(is_join_P[:, None], join_sign_PxD, 0.0), sign_PxD)
+    new_inverse = jnp.where(is_join_P[:, None, None], joined_PxDxD, dropped_PxDxD)
+    adv_D = advance_P[:, None]
+    return {
+        'active': jnp.where(adv_D, new_active, active_PxD),
+        'sign': jnp.where(adv_D, new_sign, sign_PxD),
+        'inverse': jnp.where(advance_P[:, None, None], new_inverse, inverse_PxDxD),
+        'lam': jnp.where(advance_P, lam_next_P, lam_P),
+        'done': done_P | finish_P,
+        'w': jnp.where(finish_P[:, None], w_final_PxD, state['w']),
+        'last_added': jnp.where(advance_P, jnp.where(is_join_P, j_P, -1), state['last_added']),
+        'last_dropped': jnp.where(advance_P, jnp.where(is_join_P, -1, j_P),
+                                  state['last_dropped']),
+        'events': state['events'] + 1,
+    }
+
+  def not_done(state):
+    return jnp.any(~state['done']) & (state['events'] < max_events)
+
+  init = {
+      'active': jnp.zeros((num_problems, dim), bool),
+      'sign': jnp.zeros((num_problems, dim), dtype),
+      'inverse': jnp.broadcast_to(eye_DxD, (num_problems, dim, dim)),
+      'lam': jnp.full((num_problems,), jnp.inf, dtype),
+      'done': jnp.zeros((num_problems,), bool),
+      'w': jnp.zeros((num_problems, dim), dtype),
+      'last_added': jnp.full((num_problems,), -1, jnp.int32),
+      'last_dropped': jnp.full((num_problems,), -1, jnp.int32),
+      'events': jnp.array(0, jnp.int32),
+  }
+  state = jax.lax.while_loop(not_done, body, init)
+  # Unfinished problems (event budget spent): the current path point at lam = alpha.
+  u_PxD, v_PxD = path_point(state)
+  w_PxD = jnp.where(state['done'][:, None], state['w'], u_PxD - alpha * v_PxD)
+  w_PxD = jnp.where(jnp.isfinite(w_PxD), w_PxD, 0.0)
+  return w_PxD, state['done'], state['events']
+
+
+def lasso_solve(a_PxDxD, b_PxD, alpha: float, *, polish_sweeps: int = 10, tol: float = 1e-6,
+                max_events: Optional[int] = None):
+  """argmin_w w'Aw/2 - b'w + alpha ||w||_1 for P problems: the homotopy path, then at most
+  `polish_sweeps` coordinate-descent sweeps from its end point (a guard for problems whose path
+  stopped early; on exact paths they change little, since float32 rounding bounds both)."""
+  dim = b_PxD.shape[-1]
+  max_events = 4 * dim + 8 if max_events is None else max_events
+  w_PxD, _, _ = lasso_homotopy(a_PxDxD, b_PxD, alpha, max_events=max_events)
+  if polish_sweeps > 0:
+    w_PxD, _ = lasso_coordinate_descent(a_PxDxD, b_PxD, alpha, w_PxD, tol=tol,
+                                        max_sweeps=polish_sweeps)
+  return w_PxD
+
+
+def lasso(alpha: float = 0.1, polish_sweeps: int = 10) -> BaselineFn:
+  """Lasso on each prefix with scikit-learn's Lasso(alpha, fit_intercept=False) objective,
+  1/(2i) ||y - Xw||^2 + alpha ||w||_1 (Garg et al.'s sparse-regression baseline), solved for all
+  prefixes at once by `lasso_solve`: the exact homotopy path to alpha, then `polish_sweeps`
+  sweeps of coordinate descent. Plain coordinate descent (scikit-learn's solver) needs thousands
+  of sweeps on short, collinear prefixes; the path needs ~2 events per active feature.
   """
   _require_number('lasso', 'alpha', alpha, 'a number > 0', lambda a: a > 0)
-  _require_number('lasso', 'tol', tol, 'a number > 0', lambda a: a > 0)
-  _require_int('lasso', 'max_sweeps', max_sweeps, 1)
-  alpha, tol, max_sweeps = float(alpha), float(tol), int(max_sweeps)
+  _require_int('lasso', 'polish_sweeps', polish_sweeps, 0)
+  alpha, polish_sweeps = float(alpha), int(polish_sweeps)
 
   @jax.jit
   def fn(xs_BxNxD, ys_BxN):
     a_BxNxDxD, b_BxNxD = _mean_prefix_moments(xs_BxNxD, ys_BxN)
     batch, num_points, dim = xs_BxNxD.shape
-    w_PxD, _ = lasso_coordinate_descent(
-        a_BxNxDxD.reshape(batch * num_points, dim, dim), b_BxNxD.reshape(batch * num_points, dim),
-        alpha, tol=tol, max_sweeps=max_sweeps)
+    w_PxD = lasso_solve(a_BxNxDxD.reshape(batch * num_points, dim, dim),
+                        b_BxNxD.reshape(batch * num_points, dim), alpha,
+                        polish_sweeps=polish_sweeps)
     w_BxNxD = w_PxD.reshape(batch, num_points, dim)
     return _zero_first(jnp.einsum('bid,bid->bi', w_BxNxD, xs_BxNxD))
 
@@ -482,15 +636,16 @@ def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
   Names: 'least_squares', 'ridge', 'lasso', '<k>nn' ('3nn' by default), 'averaging', 'gd',
   'greedy_tree', 'relu2nn'. Options come from `config.baselines.<registry name>.<option>` when
   present (e.g. config.baselines.gd.num_steps, config.baselines.knn.k). Defaults: ridge alpha =
-  config.task.noise_std^2 (the posterior mean for w ~ N(0, I); equal to least squares when the
-  task is noiseless), lasso alpha = 0.1 (Garg et al.), and max_prompts =
+  (config.task.noise_std / config.task.y_scale)^2, the posterior mean for y = y_scale w.x + noise
+  with w ~ N(0, I) (equal to least squares when the task is noiseless), lasso alpha = 0.1 (Garg et al.), and max_prompts =
   DEFAULT_EXPENSIVE_MAX_PROMPTS for greedy_tree and relu2nn (set it to None for all prompts).
   Unknown options raise ConfigError.
   """
   task = getattr(config, 'task', None)
-  noise_std = float(getattr(task, 'noise_std', 0.0) or 0.0) if task is not None else 0.0
+  noise_std = float(getattr(task, 'noise_std', 0.0) or 0.0)
+  y_scale = float(getattr(task, 'y_scale', 1.0) or 1.0)
   defaults = {
-      'ridge': {'alpha': noise_std ** 2},
+      'ridge': {'alpha': (noise_std / y_scale) ** 2},
       'greedy_tree': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
       'relu2nn': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
   }

@@ -40,6 +40,7 @@ The true next-token distribution after token t (analysis/language_metrics.py) is
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict
 
 import jax
@@ -69,7 +70,8 @@ DEFAULTS = dict(
     seq_len=512,            # prompts are cut / padded to this many tokens
     predict_separator=False,  # the authors do not train on separators
     pool_seed=0,            # the automata pools and the frozen test prompts
-    test_data_dir='',       # TFDS dir of the frozen test set ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
+    test_data_dir='',       # TFDS dir of the frozen test set ('': $TFDS_DATA_DIR, else
+                            # ~/tensorflow_datasets)
 )
 
 _INT_KEYS = ('vocab_size', 'num_states_min', 'num_states_max', 'alphabet_min', 'alphabet_max',
@@ -285,7 +287,8 @@ class RegBenchTask(Task):
                 predict_separator=self.predict_separator)
 
   def test_data_dir(self) -> str:
-    import os
+    """Where the frozen test set lives: task.test_data_dir, $TFDS_DATA_DIR or
+    ~/tensorflow_datasets."""
     if self.cfg['test_data_dir']:
       return self.cfg['test_data_dir']
     return os.environ.get('TFDS_DATA_DIR', os.path.expanduser('~/tensorflow_datasets'))

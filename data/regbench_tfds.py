@@ -138,7 +138,9 @@ def get_builder(config: Any, data_dir: str) -> Regbench:
 def build(config: Any, data_dir: str) -> Regbench:
   """Writes the test set for `config` under `data_dir` unless it is there; returns the builder."""
   builder = get_builder(config, data_dir)
-  builder.download_and_prepare()
+  if not builder.is_prepared():
+    tfds.display_progress_bar(False)  # a few hundred small examples; the bars are noise
+    builder.download_and_prepare()
   return builder
 
 

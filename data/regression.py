@@ -259,9 +259,14 @@ class RegressionTask(Task):
     return self.n_points
 
   def sample_ood(self, key: jax.Array, batch_size: int, suite: str) -> Batch:
-    """Prompts of one OOD suite at the end of the curriculum (full dims and length).
+    """Prompts of one OOD suite; see `sample_ood_with_functions`."""
+    return self.sample_ood_with_functions(key, batch_size, suite)[0]
 
-    Returns the keys of `sample`; suites in QUERY_SUITES also return 'query_xs_BxNxD' and
+  def sample_ood_with_functions(self, key: jax.Array, batch_size: int,
+                                suite: str) -> Tuple[Batch, Params]:
+    """(batch, function parameters) of one OOD suite, curriculum finished (full dims, length).
+
+    The batch has the keys of `sample`; suites in QUERY_SUITES also return 'query_xs_BxNxD' and
     'query_ys_BxN': the query for i in-context examples is query_xs[:, i] (label query_ys),
     which replaces x_i in a prompt otherwise made of xs/ys. The function and in-context x's
     use the same randomness as `sample(key, ...)`, so e.g. 'scaled_x' is exactly 2 * xs of
@@ -321,7 +326,7 @@ class RegressionTask(Task):
     if query_xs_BxNxD is not None:
       batch['query_xs_BxNxD'] = query_xs_BxNxD.astype(jnp.float32)
       batch['query_ys_BxN'] = labels(query_xs_BxNxD, k_noise_query, k_suite_query)
-    return batch
+    return batch, params
 
   # ---- subclass hooks ------------------------------------------------------------------
 
@@ -453,6 +458,6 @@ class DecisionTree(RegressionTask):
     node_N = jnp.zeros((xs_NxD.shape[0],), jnp.int32)
     for _ in range(depth):  # static depth: one gather per level
       coord_N = params['split_coord_I'][node_N]
-      go_right_N = jnp.take_along_axis(xs_NxD, coord_N[:, None], axis=1)[:, 0] > 0
+      go_right_N = jnp.take_along_axis(xs_NxD, coord_N[:, None], axis=1)[:, 0] < 0
       node_N = 2 * node_N + 1 + go_right_N.astype(jnp.int32)
     return params['leaf_value_L'][node_N - (2**depth - 1)]

@@ -1,5 +1,4 @@
 """Random automata of REGBENCH: ranges, minimality, trimming, canonical form, disjoint pools."""
-import itertools
 
 import numpy as np
 import pytest

@@ -301,7 +301,7 @@ def test_evaluator_oracle_and_baselines(tmp_path):
   noise, lookup2 = oracle_fns(task, 'noise')
   lookup2.update(lookup)
   noisy = regbench_eval.run_suite('test', noise, task, config, num_prompts=8, seed=0,
-                                  batch_size=8)
+                                  batch_size=3)
   assert noisy['generation']['partial_accept_rate'] < 0.5
   assert noisy['generation']['token_legal_rate'] < 0.9
 
@@ -310,7 +310,7 @@ def test_evaluator_train_suite(task):
   fns, _ = oracle_fns(task)
   config = ml_collections.ConfigDict(dict(task=dict(task.cfg)))
   result = regbench_eval.run_suite('train', fns, task, config, num_prompts=10, seed=0,
-                                   batch_size=4)
+                                   batch_size=3)
   assert result['num_prompts'] == 10 and 'generation' not in result
   assert result['metrics']['model']['accuracy'] == pytest.approx(1.0)
   by_string = result['metrics']['model']['by_string']

@@ -21,8 +21,7 @@ def make(name, max_len=T, dtype=jnp.float32, seed=0, **overrides):
   cls = MIXERS[name]
   options = ml_collections.ConfigDict({**cls.default_options, **overrides})
   spec = MixerSpec(d_model=D_MODEL, num_heads=2, max_len=max_len, position='none', dtype=dtype)
-  # built under jit: one compilation instead of one per initializer op
-  return nnx.jit(lambda: cls(spec, options, rngs=nnx.Rngs(seed)))()
+  return cls(spec, options, rngs=nnx.Rngs(seed))
 
 
 def inputs(seq_len=T, seed=1):
@@ -105,7 +104,8 @@ def test_linear_scan_matches_loop():
   for t in range(13):
     h = a[:, t] * h + b[:, t]
     expected.append(h)
-  got = scan_utils.linear_scan(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+  got = jax.jit(scan_utils.linear_scan)(jnp.asarray(a, jnp.float32),
+                                        jnp.asarray(b, jnp.float32))
   np.testing.assert_allclose(got, np.stack(expected, 1), rtol=1e-5, atol=1e-5)
 
 
@@ -113,7 +113,8 @@ def test_fft_causal_conv_matches_direct_convolution():
   rng = np.random.default_rng(1)
   u = rng.normal(size=(B, 11, 3))
   k = rng.normal(size=(11, 3))
-  got = scan_utils.fft_causal_conv(jnp.asarray(u, jnp.float32), jnp.asarray(k, jnp.float32))
+  got = jax.jit(scan_utils.fft_causal_conv)(jnp.asarray(u, jnp.float32),
+                                            jnp.asarray(k, jnp.float32))
   np.testing.assert_allclose(got, np_direct_conv(u, k), rtol=1e-4, atol=1e-4)
 
 
@@ -178,8 +179,8 @@ def np_s4d_recurrence(m, u):
 def test_s4d_fft_matches_direct_convolution_and_recurrence():
   m = make('s4d', state_dim=8)
   u = inputs()
-  y_fft = m.ssm(u)
-  kernel = to_np(m.kernel(T))
+  y_fft, kernel = nnx.jit(lambda m, u: (m.ssm(u), m.kernel(T)))(m, u)
+  kernel = to_np(kernel)
   y_direct = np_direct_conv(to_np(u), kernel) + to_np(m.D) * to_np(u)
   y_recurrent = np_s4d_recurrence(m, to_np(u))
   np.testing.assert_allclose(y_fft, y_direct, rtol=RTOL, atol=ATOL)
@@ -326,6 +327,7 @@ def test_bfloat16_close_to_float32(name):
     ('hyena', 'pos_emb_dim', 4),
     ('lstm', 'hidden_size', -1),
     ('gru', 'hidden_size', 2.5),
+    ('s4d', 'state_dimm', 64),  # a typo is an error, not a silently ignored option
 ])
 def test_bad_options_raise_config_error(name, key, value):
   with pytest.raises(ConfigError, match=f'model.mixer_options.{name}.{key}'):

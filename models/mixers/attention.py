@@ -36,7 +36,7 @@ def resolve_options(name: str, defaults: Dict[str, Any],
 
 
 def head_dim_of(spec: MixerSpec, width: int | None = None) -> int:
-  """Per-head width of `width` (default d_model) split over spec.num_heads; ConfigError if uneven."""
+  """Per-head width of `width` (default d_model) over spec.num_heads; ConfigError if uneven."""
   width = spec.d_model if width is None else width
   require(spec.num_heads >= 1, 'model.num_heads', spec.num_heads, 'must be >= 1')
   require(width % spec.num_heads == 0, 'model.num_heads', spec.num_heads,
@@ -45,7 +45,7 @@ def head_dim_of(spec: MixerSpec, width: int | None = None) -> int:
 
 
 def rope_angles(positions: jax.Array, head_dim: int, base: float = 10000.0) -> jax.Array:
-  """Rotation angles `positions[..., None] * base^(-2i/head_dim)`, shape (*positions, head_dim/2)."""
+  """Angles positions[..., None] * base^(-2i/head_dim), i < head_dim/2: (*positions, head_dim/2)."""
   inv_freq = base ** (-np.arange(0, head_dim // 2, dtype=np.float32) * 2.0 / head_dim)
   return positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
 
@@ -128,7 +128,8 @@ class Attention(Mixer):
                   param_dtype=spec.param_dtype, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * d, **linear)
     self.out = nnx.Linear(d, d, **linear)
-    self.slopes_H = alibi_slopes(spec.num_heads)
+    # A tuple, not an array: static module data must be hashable under nnx.jit.
+    self.slopes_H = tuple(float(s) for s in alibi_slopes(spec.num_heads))
 
   # -- shared pieces -----------------------------------------------------------------------
   def _project(self, x_XxD):
@@ -180,7 +181,7 @@ class Attention(Mixer):
     mask_Bx1xL = (key_pos_L[None, :] <= pos_B[:, None])[:, None, :]
     bias = None
     if self.spec.position == 'alibi':
-      bias = self._alibi_bias(pos_B[:, None], jnp.broadcast_to(key_pos_L, pos_B.shape + key_pos_L.shape))
+      bias = self._alibi_bias(pos_B[:, None], key_pos_L[None, :])
     attended, _ = softmax_attend(q[:, None], k_cache, v_cache, bias, mask_Bx1xL)
     new_state = {'k': k_cache, 'v': v_cache, 'pos': pos_B + 1}
     return attended[:, 0], v, new_state

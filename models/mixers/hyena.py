@@ -74,11 +74,13 @@ class Hyena(Mixer):
   """Hyena operator. Options: order (>= 2), filter_order (width of the filter FFN),
   pos_emb_dim (odd, >= 3), short_filter_size (taps of the short conv), sine_freq (initial
   frequency of the FFN's sine activation)."""
+  # Defaults of the paper's associative-recall runs (filter width 64, 5-dim embedding, sine 10).
   default_options = dict(order=2, filter_order=64, pos_emb_dim=5, short_filter_size=3,
                          sine_freq=10.0)
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
+    su.check_known(options, defaults, NAME)
     self.spec = spec
     d_model = spec.d_model
     self.order = su.positive_int(options, defaults, NAME, 'order', minimum=2)

@@ -1,5 +1,5 @@
 """Mamba's selective state-space block as a sequence mixer (Gu & Dao 2023, "Mamba: Linear-Time
-Sequence Modeling with Selective State Spaces", Section 3 and Figure 3).
+Sequence Modeling with Selective State Spaces", Section 3, Algorithm 2 and Figure 3).
 
   [x, z] = in_proj(u)                                     (E = expand * D channels each)
   x      = silu(causal_depthwise_conv1d(x))               (d_conv taps)
@@ -40,6 +40,7 @@ class Mamba(Mixer):
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
+    su.check_known(options, defaults, NAME)
     self.spec = spec
     d_model = spec.d_model
     self.state_dim = su.positive_int(options, defaults, NAME, 'state_dim')
@@ -49,7 +50,7 @@ class Mamba(Mixer):
     dt_min = su.positive_float(options, defaults, NAME, 'dt_min')
     dt_max = su.positive_float(options, defaults, NAME, 'dt_max')
     require(dt_min <= dt_max, su.option_key(NAME, 'dt_max'), dt_max,
-               f'a number >= dt_min={dt_min}')
+            f'a number >= dt_min={dt_min}')
     self.d_inner = expand * d_model
     inner, rank, n = self.d_inner, self.dt_rank, self.state_dim
     linear = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
@@ -61,7 +62,7 @@ class Mamba(Mixer):
                                                         fan_in=self.d_conv))
     self.x_proj = nnx.Linear(inner, rank + 2 * n, use_bias=False, **linear)
     # Δ projection: weights U(±R^-1/2); bias = softplus^-1(Δ0), Δ0 log-uniform in
-    # [dt_min, dt_max], so softplus(bias) starts in that range (paper, Section 3.6 / App. E).
+    # [dt_min, dt_max], so softplus(bias) starts in that range (the paper's Δ init).
     bound = rank ** -0.5
     self.dt_kernel = nnx.Param(jax.random.uniform(rngs.params(), (rank, inner), jnp.float32,
                                                   -bound, bound))
@@ -78,7 +79,8 @@ class Mamba(Mixer):
   # -- pieces shared by the parallel and step forms --------------------------------------------
 
   def _selection(self, x_conv):
-    """From the conv output (..., E) in compute dtype: Δ (..., E), B (..., N), C (..., N) in f32."""
+    """Input-dependent SSM parameters from the conv output (..., E) in compute dtype:
+    Δ (..., E), B (..., N), C (..., N), all float32."""
     dtype = self.spec.dtype
     proj = self.x_proj(x_conv)
     rank, n = self.dt_rank, self.state_dim

@@ -60,7 +60,8 @@ class MultiScaleRetention(Mixer):
     self.chunk_size = opts['chunk_size']
     require(isinstance(self.chunk_size, int) and self.chunk_size >= 1,
             f'model.mixer_options.{name}.chunk_size', self.chunk_size, 'must be an integer >= 1')
-    self.log_decays_H = retention_log_decays(spec.num_heads)
+    # A tuple, not an array: static module data must be hashable under nnx.jit.
+    self.log_decays_H = tuple(float(g) for g in retention_log_decays(spec.num_heads))
     d, H = spec.d_model, spec.num_heads
     dv = H * self.value_dim
     common = dict(use_bias=False, dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)

@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.mixers.base import Mixer, MixerSpec
-from models.mixers.base import register
+from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers import scan_utils as su
 
 
@@ -44,8 +43,10 @@ class _RecurrentMixer(Mixer):
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     name = self.mixer_name
+    su.check_known(options, self.default_options, name)
     self.spec = spec
-    hidden = su.positive_int(options, self.default_options, name, 'hidden_size', minimum=0)
+    hidden = su.positive_int(options, self.default_options, name, 'hidden_size', minimum=0,
+                             allowed='0 (same as d_model) or a positive integer')
     self.hidden = hidden or spec.d_model
     gates = self.num_gates * self.hidden
     self.input_kernel = nnx.Param(nnx.initializers.lecun_normal()(

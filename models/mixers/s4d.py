@@ -1,5 +1,5 @@
 """S4D as a sequence mixer (Gu, Gupta, Goel & Ré 2022, "On the Parameterization and
-Initialization of Diagonal State Space Models"; the S4D layer of its Listing 1 / Section 3).
+Initialization of Diagonal State Space Models"; its S4D layer with S4D-Lin init).
 
 Each of the D channels u (no input projection: the SSM acts on the channels it is given) runs
 its own diagonal SSM with N/2 complex modes (conjugate pairs make the N-dim real SSM):
@@ -39,6 +39,7 @@ class S4D(Mixer):
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
+    su.check_known(options, defaults, NAME)
     self.spec = spec
     state_dim = su.positive_int(options, defaults, NAME, 'state_dim', minimum=2)
     require(state_dim % 2 == 0, su.option_key(NAME, 'state_dim'), state_dim,

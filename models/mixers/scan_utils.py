@@ -18,11 +18,18 @@ from data.base import require
 # Options
 
 
-def option(options: Any, defaults: Mapping[str, Any], mixer: str, name: str) -> Any:
+def option(options: Any, defaults: Mapping[str, Any], name: str) -> Any:
   """`options.<name>`, or the mixer's default when the config does not set it."""
   if options is not None and name in options:
     return options[name]
   return defaults[name]
+
+
+def check_known(options: Any, defaults: Mapping[str, Any], mixer: str) -> None:
+  """Raises ConfigError for an option the mixer does not have (a typo would be ignored)."""
+  for name in (options or {}):
+    require(name in defaults, option_key(mixer, name), options[name],
+            f'not an option of {mixer!r}; its options are {", ".join(sorted(defaults))}')
 
 
 def option_key(mixer: str, name: str) -> str:
@@ -30,17 +37,18 @@ def option_key(mixer: str, name: str) -> str:
   return f'model.mixer_options.{mixer}.{name}'
 
 
-def positive_int(options, defaults, mixer: str, name: str, minimum: int = 1) -> int:
+def positive_int(options, defaults, mixer: str, name: str, minimum: int = 1,
+                 allowed: str = '') -> int:
   """Reads an integer option >= `minimum`; raises ConfigError naming the key otherwise."""
-  value = option(options, defaults, mixer, name)
+  value = option(options, defaults, name)
   ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-  require(ok, option_key(mixer, name), value, f'an integer >= {minimum}')
+  require(ok, option_key(mixer, name), value, allowed or f'an integer >= {minimum}')
   return int(value)
 
 
 def positive_float(options, defaults, mixer: str, name: str) -> float:
   """Reads a float option > 0; raises ConfigError naming the key otherwise."""
-  value = option(options, defaults, mixer, name)
+  value = option(options, defaults, name)
   ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
   require(ok, option_key(mixer, name), value, 'a number > 0')
   return float(value)
@@ -52,7 +60,7 @@ def int_or_auto(options, defaults, mixer: str, name: str, auto_value: int) -> in
   Numeric strings ('8') are accepted too, because a command-line override of a string-typed
   config field arrives as a string.
   """
-  value = option(options, defaults, mixer, name)
+  value = option(options, defaults, name)
   if value == 'auto':
     return auto_value
   if isinstance(value, str) and value.isdigit():

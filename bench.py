@@ -1,0 +1,199 @@
+"""Benchmark the compiled train step.
+
+  python bench.py                          # tiny / small / standard on linear regression
+  python bench.py --sizes=standard --steps=20
+  python bench.py --mixers=all --lengths=128,256,512,1024,2048,4096   # step time vs length
+
+Prints a markdown table: compile time, steps/s, examples/s, peak memory, and model FLOP
+utilisation against the float32 matrix-multiply peak measured here on the same machine.
+Each configuration runs in a fresh subprocess so that peak memory is its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_SIZES = flags.DEFINE_list('sizes', ['tiny', 'small', 'standard'], 'Model sizes to time.')
+_TASK = flags.DEFINE_string('task', 'linear_regression', 'Task config under configs/.')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Timed train steps (0: about 10 s worth).')
+_MIXERS = flags.DEFINE_string('mixers', '', "Comma list of mixers, or 'all': time the step "
+                              'across --lengths instead of the sizes table.')
+_LENGTHS = flags.DEFINE_list('lengths', ['128', '256', '512', '1024', '2048', '4096'],
+                             'Sequence lengths (tokens) for --mixers.')
+_BATCH = flags.DEFINE_integer('batch', 0, 'Batch size override (0: the config\'s).')
+_DTYPE = flags.DEFINE_string('dtype', 'float32', 'Compute dtype: float32 | bfloat16.')
+_JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
+_WORKER = flags.DEFINE_string('_worker', '', 'Internal: run one configuration.')
+
+
+def matmul_peak_flops(dtype='float32', n=2048, repeats=10):
+  """Best FLOP/s of an n x n x n matrix product: the machine's practical matmul peak."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype=jnp.dtype(dtype))
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype=jnp.dtype(dtype))
+  f = jax.jit(lambda a, b: a @ b)
+  f(a, b).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best
+
+
+def model_flops_per_step(config, io, param_count_nonembed, num_layers, d_model, seq_len,
+                         batch):
+  """PaLM-style model FLOPs of one train step: 6 N T plus causal-attention score FLOPs."""
+  tokens = batch * seq_len
+  dense = 6 * param_count_nonembed * tokens
+  attention_layers = sum(1 for name in str(config.model.mixer).split(',')
+                         if name.strip() in ('attention', 'momentum_attention'))
+  pattern = [n for n in str(config.model.mixer).split(',') if n.strip()]
+  attention_layers = attention_layers * num_layers // max(len(pattern), 1)
+  attention = 6 * 2 * attention_layers * batch * seq_len * seq_len * d_model
+  return dense + attention
+
+
+def peak_memory_bytes():
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use']
+  import resource
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # CPU: process peak RSS
+
+
+def run_worker(spec):
+  """One configuration: compile, warm up, time; prints one JSON row."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from configs.common import SIZES
+  from training.loop import init_state, make_setup, make_train_fn
+  from models.model import param_count
+  import importlib
+  module = importlib.import_module(f'configs.{spec["task"]}')
+  config = module.get_config(spec['size'])
+  config.model.dtype = spec['dtype']
+  if spec.get('mixer'):
+    config.model.mixer = spec['mixer']
+    config.model.position = 'learned' if spec['mixer'] == 'attention' else 'none'
+    # Regression prompts of `length` tokens: n_points = length / 2.
+    config.task.n_points = spec['length'] // 2
+    config.task.curriculum = False
+  if spec.get('batch'):
+    config.train.batch_size = spec['batch']
+  steps_per_call = spec['steps_per_call']
+  config.train.steps_per_call = steps_per_call
+  config.train.checkpoint_every = steps_per_call
+  setup = make_setup(config)
+  graphdef, rest, state = init_state(setup)
+  io = setup.task.io()
+  embed = sum(x.size for x in jax.tree.leaves(nnx.state(setup.model.read_in, nnx.Param)))
+  if setup.model.learned_positions:
+    embed += sum(x.size for x in jax.tree.leaves(
+        nnx.state(setup.model.position_embedding, nnx.Param)))
+  params = param_count(setup.model)
+  t0 = time.perf_counter()
+  compiled = make_train_fn(setup, graphdef, rest, steps_per_call).lower(state).compile()
+  compile_s = time.perf_counter() - t0
+  state, metrics = compiled(state)
+  jax.block_until_ready(metrics)
+  calls = spec['calls']
+  if calls == 0:  # about 10 s
+    t0 = time.perf_counter()
+    state, metrics = compiled(state)
+    jax.block_until_ready(metrics)
+    calls = max(1, int(10.0 / max(time.perf_counter() - t0, 1e-6)))
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    state, metrics = compiled(state)
+  jax.block_until_ready(metrics)
+  elapsed = time.perf_counter() - t0
+  steps_per_s = calls * steps_per_call / elapsed
+  batch = config.train.batch_size
+  flops = model_flops_per_step(config, io, params - embed, config.model.num_layers,
+                               config.model.d_model, io.seq_len, batch)
+  row = dict(task=spec['task'], size=spec['size'], mixer=config.model.mixer,
+             layers=config.model.num_layers, d_model=config.model.d_model,
+             heads=config.model.num_heads, seq_len=io.seq_len, batch=batch,
+             params=params, compile_s=compile_s, steps_per_s=steps_per_s,
+             step_ms=1000 / steps_per_s, examples_per_s=steps_per_s * batch,
+             tokens_per_s=steps_per_s * batch * io.seq_len,
+             peak_memory_mb=peak_memory_bytes() / 2 ** 20,
+             model_flops_per_step=flops, achieved_flops=flops * steps_per_s,
+             device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
+             dtype=spec['dtype'], state_size=setup.model.state_size())
+  print('ROW ' + json.dumps(row))
+
+
+def spawn(spec):
+  env = dict(os.environ)
+  cmd = [sys.executable, os.path.abspath(__file__), f'--_worker={json.dumps(spec)}']
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  for line in out.stdout.splitlines():
+    if line.startswith('ROW '):
+      return json.loads(line[4:])
+  sys.stderr.write(out.stderr[-3000:])
+  raise RuntimeError(f'benchmark worker failed for {spec}')
+
+
+def main(argv):
+  from cli import quiet_logs
+  quiet_logs()
+  del argv
+  if _WORKER.value:
+    run_worker(json.loads(_WORKER.value))
+    return
+  import jax
+  peak = matmul_peak_flops(_DTYPE.value)
+  device = jax.devices()[0].device_kind
+  print(f'device: {device} x{jax.device_count()}; {os.cpu_count()} CPU cores; measured '
+        f'{_DTYPE.value} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s')
+  rows = []
+  if _MIXERS.value:
+    from models.mixers import MIXERS
+    names = sorted(n for n in MIXERS if n != 'ngram_head') if _MIXERS.value == 'all' \
+        else _MIXERS.value.split(',')
+    print('| mixer | ' + ' | '.join(f'{l} tok (ms)' for l in _LENGTHS.value) + ' |')
+    print('|---|' + '---|' * len(_LENGTHS.value))
+    for name in names:
+      cells = []
+      for length in map(int, _LENGTHS.value):
+        spec = dict(task=_TASK.value, size=_SIZES.value[0], dtype=_DTYPE.value, mixer=name,
+                    length=length, batch=_BATCH.value or 8, steps_per_call=1,
+                    calls=_STEPS.value or 3)
+        row = spawn(spec)
+        rows.append(row)
+        cells.append(f'{row["step_ms"]:.1f}')
+      print(f'| {name} | ' + ' | '.join(cells) + ' |', flush=True)
+  else:
+    print('| size | layers/width/heads | params | seq | batch | compile (s) | steps/s | '
+          'examples/s | peak mem (MiB) | model TFLOP/s | MFU vs measured peak |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    for size in _SIZES.value:
+      steps_per_call = 10 if size == 'tiny' else (5 if size == 'small' else 1)
+      calls = _STEPS.value // steps_per_call if _STEPS.value else 0
+      spec = dict(task=_TASK.value, size=size, dtype=_DTYPE.value, batch=_BATCH.value,
+                  steps_per_call=steps_per_call, calls=calls)
+      row = spawn(spec)
+      row['mfu'] = row['achieved_flops'] / peak
+      rows.append(row)
+      print(f'| {size} | {row["layers"]}/{row["d_model"]}/{row["heads"]} | {row["params"]:,} | '
+            f'{row["seq_len"]} | {row["batch"]} | {row["compile_s"]:.1f} | '
+            f'{row["steps_per_s"]:.2f} | {row["examples_per_s"]:.0f} | '
+            f'{row["peak_memory_mb"]:.0f} | {row["achieved_flops"] / 1e12:.3f} | '
+            f'{100 * row["mfu"]:.0f}% |', flush=True)
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump({'matmul_peak_flops': peak, 'device': device, 'rows': rows}, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,32 @@
+r"""Every sequence mixer at matched parameter count on in-context linear regression.
+
+  python sweep.py --sweep configs/sweeps/mixer_zoo.py --workdir runs/mixer_zoo
+
+Tiny scale for a CPU: d=8, 16 points, 3 layers at ~150k parameters, 2,000 steps of batch 64
+per mixer (about 1-3 minutes each on 2 cores). Writes runs/mixer_zoo/summary.{json,md,png}.
+"""
+
+MIXERS = ['attention', 'linear_attention', 'linear_self_attention', 'momentum_attention',
+          'gla', 'retention', 'rwkv', 'mamba', 's4d', 'hyena', 'lstm', 'gru']
+
+
+def get_sweep():
+  members = []
+  for mixer in MIXERS:
+    member = {'name': mixer, 'model.mixer': mixer}
+    if mixer == 'attention':
+      member['model.position'] = 'learned'
+    else:
+      member['model.position'] = 'none'  # recurrent / convolutional mixers know order already
+    members.append(member)
+  members.append({'name': 'attention_rope', 'model.mixer': 'attention', 'model.position': 'rope'})
+  members.append({'name': 'hybrid_attention_mamba', 'model.mixer': 'attention,mamba,attention',
+                  'model.position': 'none'})
+  return {
+      'config': 'configs/linear_regression.py:tiny',
+      'overrides': {'train.progress': False},
+      'match_params': 150_000,
+      'members': members,
+      'suite': 'in_distribution',
+      'report': {'positions': (1, 4, 8, 15)},
+  }
