@@ -143,7 +143,7 @@ def main(argv):
       info = json.load(f)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       rates = [json.loads(line)['steps_per_sec'] for line in f]
-    summary[name] = {'mixer': config.model.mixer, 'd_model': config.model.d_model,
+    summary[name] = {'task': config.task.name, 'mixer': config.model.mixer, 'd_model': config.model.d_model,
                      'params': info['param_count'], 'state_size': info['state_size'],
                      'steps_per_sec': float(np.median(rates)) if rates else None,
                      'steps': step, 'suite': suite, 'result': result}
@@ -154,8 +154,7 @@ def main(argv):
 
 def write_tables(sweep, summary, workdir):
   from data import TASKS
-  any_result = next(iter(summary.values()))['result']
-  task_name = any_result.get('task') or any_result.get('task_name')
+  task_name = next(iter(summary.values()))['task']
   from analysis import sweep_tables
   family = TASKS[task_name].eval_family
   lines = sweep_tables.TABLES[family](summary, **sweep.get('report', {}))

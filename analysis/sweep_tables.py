@@ -55,5 +55,52 @@ def regression_plot(summary, png_path) -> None:
   plt.close(fig)
 
 
-TABLES = {'regression': regression_table}
-PLOTS = {'regression': regression_plot}
+def regbench_table(summary, baselines=('unigram', 'bigram', 'trigram', 'automaton')) -> str:
+  """Markdown: accuracy, TV distance, perplexity and generation acceptance per member."""
+  lines = ['| run | mixer | d_model | params | state floats | steps/s | accuracy | TV | '
+           'perplexity | generated strings accepted |', '|' + '---|' * 10]
+  result = None
+  for name, row in summary.items():
+    result = row['result']
+    m = result['metrics']['model']
+    gen = result.get('generation') or {}
+    lines.append(f'| {name} | {row["mixer"]} | {row["d_model"]} | {row["params"]:,} | '
+                 f'{row["state_size"]:,} | {_fmt(row["steps_per_sec"], 1)} | '
+                 f'{_fmt(m["accuracy"])} | {_fmt(m["tv"])} | {_fmt(m["perplexity"], 2)} | '
+                 f'{_fmt(gen.get("string_accept_rate"))} |')
+  for baseline in baselines:
+    if result is None or baseline not in result['metrics']:
+      continue
+    m = result['metrics'][baseline]
+    lines.append(f'| {baseline} (baseline) | | | | | | {_fmt(m["accuracy"])} | '
+                 f'{_fmt(m["tv"])} | {_fmt(m["perplexity"], 2)} | |')
+  return '\n'.join(lines)
+
+
+def regbench_plot(summary, png_path) -> None:
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  result = None
+  for name, row in summary.items():
+    result = row['result']
+    by_string = result['metrics']['model'].get('by_string', {})
+    for ax, key in zip(axes, ('accuracy', 'tv')):
+      if key in by_string:
+        ax.plot(range(len(by_string[key])), by_string[key], label=name)
+  if result is not None:
+    for baseline, style in (('bigram', 'k:'), ('trigram', 'k--')):
+      by_string = result['metrics'].get(baseline, {}).get('by_string', {})
+      for ax, key in zip(axes, ('accuracy', 'tv')):
+        if key in by_string:
+          ax.plot(range(len(by_string[key])), by_string[key], style, label=baseline)
+  for ax, key in zip(axes, ('accuracy', 'total variation')):
+    ax.set_xlabel('string index in the prompt')
+    ax.set_ylabel(key)
+  axes[0].legend(fontsize=7)
+  fig.suptitle('regbench: sweep')
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=120)
+  plt.close(fig)
+
+
+TABLES = {'regression': regression_table, 'regbench': regbench_table}
+PLOTS = {'regression': regression_plot, 'regbench': regbench_plot}

@@ -252,43 +252,49 @@ def lasso_coordinate_descent(a_PxDxD, b_PxD, alpha: float, w_PxD=None, *, tol: f
 _BOUNCE_MARGIN = 1e-4
 
 
+def _embedded_active_matrix(a_PxDxD, active_PxD):
+  """A_SS on the active block, the identity elsewhere (invertible iff A_SS is)."""
+  both_PxDxD = active_PxD[:, :, None] & active_PxD[:, None, :]
+  eye_DxD = jnp.eye(a_PxDxD.shape[-1], dtype=a_PxDxD.dtype)
+  return (jnp.where(both_PxDxD, a_PxDxD, 0.0)
+          + jnp.where(active_PxD, 0.0, 1.0)[:, :, None] * eye_DxD)
+
+
 def lasso_homotopy(a_PxDxD, b_PxD, alpha: float, *, max_events: int):
   """Lasso by the homotopy / LARS-lasso path (Osborne et al. 2000; Efron et al. 2004), batched.
 
   Same objective as `lasso_coordinate_descent`. Follows the piecewise-linear solution path
   w(lam) from lam = max|b| down to alpha: on an active set S with signs s,
   w_S(lam) = A_SS^{-1} (b_S - lam s_S); an inactive j joins when |b_j - A_jS w_S(lam)| reaches
-  lam, an active j leaves when w_j(lam) crosses 0. The inverse of A_SS (embedded as
-  A_SS (+) I) is kept by rank-one block updates, so each event costs O(D^2) per problem with no
-  factorisation. Exact up to rounding once the path reaches alpha (typically after ~2 events per
-  active feature). A problem whose path hits `max_events` or a joining feature in the span of
-  the active ones (rank reached) stops at its current active set. Returns
-  (w_PxD, finished_P, num_events).
+  lam, an active j leaves when w_j(lam) crosses 0. Each event re-solves A_SS (embedded as
+  A_SS (+) I) from scratch: rank-one updates of its inverse drift too far in float32 on short,
+  nearly rank-deficient prefixes. Exact up to rounding once the path reaches alpha (typically
+  after ~2 events per active feature). A problem that runs out of `max_events`, or whose solve
+  fails (a rank-deficient active set, only for non-generic data), keeps its last path point.
+  Returns (w_PxD, finished_P, num_events).
   """
   num_problems, dim = b_PxD.shape
   dtype = b_PxD.dtype
-  eye_DxD = jnp.eye(dim, dtype=dtype)
   columns_D = jnp.arange(dim)
-  diag_PxD = jnp.diagonal(a_PxDxD, axis1=-2, axis2=-1)
 
-  def path_point(state):
-    active_PxD, sign_PxD, inverse_PxDxD = state['active'], state['sign'], state['inverse']
-    u_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, jnp.where(active_PxD, b_PxD, 0.0))
-    v_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, sign_PxD)
-    return u_PxD, v_PxD
+  def path_point(active_PxD, sign_PxD):
+    """(u, v) with w_S(lam) = u - lam v on the active set, zero elsewhere."""
+    rhs_PxDx2 = jnp.stack([jnp.where(active_PxD, b_PxD, 0.0), sign_PxD], axis=-1)
+    solution_PxDx2 = jnp.linalg.solve(_embedded_active_matrix(a_PxDxD, active_PxD), rhs_PxDx2)
+    return solution_PxDx2[..., 0], solution_PxDx2[..., 1]
 
   def body(state):
-    active_PxD, sign_PxD, inverse_PxDxD = state['active'], state['sign'], state['inverse']
-    lam_P, done_P = state['lam'], state['done']
-    u_PxD, v_PxD = path_point(state)
+    active_PxD, sign_PxD, lam_P, done_P = (state['active'], state['sign'], state['lam'],
+                                           state['done'])
+    u_PxD, v_PxD = path_point(active_PxD, sign_PxD)
+    solved_P = jnp.all(jnp.isfinite(u_PxD) & jnp.isfinite(v_PxD), axis=-1)
     # Correlations of inactive features along the path: c(lam) = p + lam q.
     p_PxD = b_PxD - jnp.einsum('pde,pe->pd', a_PxDxD, u_PxD)
     q_PxD = jnp.einsum('pde,pe->pd', a_PxDxD, v_PxD)
     lam_Px1 = lam_P[:, None]
-
     # The feature changed by the last event sits exactly on its boundary at lam; rounding could
     # make it bounce back at (nearly) the same lam, so its next event must lie a relative
-    # BOUNCE_MARGIN below lam. Genuine re-entries further down the path stay allowed.
+    # _BOUNCE_MARGIN below lam. Genuine re-entries further down the path stay allowed.
     just_changed_PxD = ((columns_D[None] == state['last_dropped'][:, None])
                         | (columns_D[None] == state['last_added'][:, None]))
     limit_PxD = jnp.where(just_changed_PxD, lam_Px1 * (1.0 - _BOUNCE_MARGIN), lam_Px1)
@@ -305,42 +311,19 @@ def lasso_homotopy(a_PxDxD, b_PxD, alpha: float, *, max_events: int):
     event_PxD = jnp.maximum(join_PxD, drop_PxD)
     j_P = jnp.argmax(event_PxD, axis=-1).astype(jnp.int32)
     lam_next_P = jnp.max(event_PxD, axis=-1)
-    is_join_P = jnp.take_along_axis(join_PxD >= drop_PxD, j_P[:, None], axis=-1)[:, 0]
     one_hot_PxD = columns_D[None] == j_P[:, None]
-
-    # Joining j: border the inverse with the Schur complement of A_jj.
-    a_j_PxD = jnp.where(active_PxD, jnp.take_along_axis(a_PxDxD, j_P[:, None, None], axis=1)[:, 0],
-                        0.0)
-    h_PxD = jnp.einsum('pde,pe->pd', inverse_PxDxD, a_j_PxD)
-    a_jj_P = jnp.take_along_axis(diag_PxD, j_P[:, None], axis=-1)[:, 0]
-    schur_P = a_jj_P - jnp.sum(a_j_PxD * h_PxD, axis=-1)
-    # A joining feature (nearly) in the span of the active ones ends the path (rank reached).
-    degenerate_P = is_join_P & ~(schur_P > 1e-6 * jnp.maximum(a_jj_P, 1e-30))
-    safe_schur = jnp.where(degenerate_P, 1.0, schur_P)[:, None, None]
-    bordered_PxD = h_PxD - one_hot_PxD
-    joined_PxDxD = (inverse_PxDxD - one_hot_PxD[:, :, None] * one_hot_PxD[:, None, :]
-                    + bordered_PxD[:, :, None] * bordered_PxD[:, None, :] / safe_schur)
-    # Leaving j: the inverse of the smaller block is E - f f^T / g, then row/column j -> e_j.
-    column_PxD = jnp.take_along_axis(inverse_PxDxD, j_P[:, None, None], axis=2)[:, :, 0]
-    g_P = jnp.sum(jnp.where(one_hot_PxD, column_PxD, 0.0), axis=-1)
-    f_PxD = jnp.where(one_hot_PxD, 0.0, column_PxD)
-    safe_g = jnp.where(is_join_P | (g_P == 0), 1.0, g_P)[:, None, None]
-    dropped_PxDxD = inverse_PxDxD - f_PxD[:, :, None] * f_PxD[:, None, :] / safe_g
-    off_j = ~(one_hot_PxD[:, :, None] | one_hot_PxD[:, None, :])
-    dropped_PxDxD = jnp.where(off_j, dropped_PxDxD, eye_DxD)
-
-    finish_P = ~done_P & ((lam_next_P <= alpha) | degenerate_P)
-    advance_P = ~done_P & ~finish_P
-    w_final_PxD = u_PxD - alpha * v_PxD
+    is_join_P = jnp.any(one_hot_PxD & (join_PxD >= drop_PxD), axis=-1)
     join_sign_PxD = jnp.where(join_plus >= join_minus, 1.0, -1.0)
+
+    finish_P = ~done_P & ((lam_next_P <= alpha) | ~solved_P)
+    advance_P = ~done_P & ~finish_P
+    w_final_PxD = jnp.where(solved_P[:, None], u_PxD - alpha * v_PxD, state['w'])
     new_active = jnp.where(one_hot_PxD, is_join_P[:, None], active_PxD)
     new_sign = jnp.where(one_hot_PxD, jnp.where(is_join_P[:, None], join_sign_PxD, 0.0), sign_PxD)
-    new_inverse = jnp.where(is_join_P[:, None, None], joined_PxDxD, dropped_PxDxD)
-    adv_D = advance_P[:, None]
+    adv_Px1 = advance_P[:, None]
     return {
-        'active': jnp.where(adv_D, new_active, active_PxD),
-        'sign': jnp.where(adv_D, new_sign, sign_PxD),
-        'inverse': jnp.where(advance_P[:, None, None], new_inverse, inverse_PxDxD),
+        'active': jnp.where(adv_Px1, new_active, active_PxD),
+        'sign': jnp.where(adv_Px1, new_sign, sign_PxD),
         'lam': jnp.where(advance_P, lam_next_P, lam_P),
         'done': done_P | finish_P,
         'w': jnp.where(finish_P[:, None], w_final_PxD, state['w']),
@@ -356,7 +339,6 @@ def lasso_homotopy(a_PxDxD, b_PxD, alpha: float, *, max_events: int):
   init = {
       'active': jnp.zeros((num_problems, dim), bool),
       'sign': jnp.zeros((num_problems, dim), dtype),
-      'inverse': jnp.broadcast_to(eye_DxD, (num_problems, dim, dim)),
       'lam': jnp.full((num_problems,), jnp.inf, dtype),
       'done': jnp.zeros((num_problems,), bool),
       'w': jnp.zeros((num_problems, dim), dtype),
@@ -365,8 +347,8 @@ def lasso_homotopy(a_PxDxD, b_PxD, alpha: float, *, max_events: int):
       'events': jnp.array(0, jnp.int32),
   }
   state = jax.lax.while_loop(not_done, body, init)
-  # Unfinished problems (event budget spent): the current path point at lam = alpha.
-  u_PxD, v_PxD = path_point(state)
+  # Problems that ran out of events: the current path point at lam = alpha.
+  u_PxD, v_PxD = path_point(state['active'], state['sign'])
   w_PxD = jnp.where(state['done'][:, None], state['w'], u_PxD - alpha * v_PxD)
   w_PxD = jnp.where(jnp.isfinite(w_PxD), w_PxD, 0.0)
   return w_PxD, state['done'], state['events']

@@ -67,8 +67,11 @@ def eval_config() -> ml_collections.ConfigDict:
       batch_size=256,
       seed=12345,
       suite='',                 # default suite of the task family
-      temperature=1.0,          # generation (token tasks)
-      top_k=0,
+      temperature=1.0,          # generation (token tasks): 0 = greedy
+      top_k=0,                  # 0 = sample from every token
+      num_prefix_strings=5,     # generation starts after this many strings of the prompt
+      num_generated_strings=5,  # strings sampled per prompt
+      ngram_delta=0.0,          # add-delta smoothing of the n-gram baselines
   ))
 
 

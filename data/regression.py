@@ -458,6 +458,6 @@ class DecisionTree(RegressionTask):
     node_N = jnp.zeros((xs_NxD.shape[0],), jnp.int32)
     for _ in range(depth):  # static depth: one gather per level
       coord_N = params['split_coord_I'][node_N]
-      go_right_N = jnp.take_along_axis(xs_NxD, coord_N[:, None], axis=1)[:, 0] < 0
+      go_right_N = jnp.take_along_axis(xs_NxD, coord_N[:, None], axis=1)[:, 0] > 0
       node_N = 2 * node_N + 1 + go_right_N.astype(jnp.int32)
     return params['leaf_value_L'][node_N - (2**depth - 1)]

@@ -1,13 +1,8 @@
 """End-to-end checks of analysis/regression_eval.py with fake models and stand-in baselines."""
 import json
 import math
-import os
 import sys
 import types
-
-# data/__init__.py also imports data.regbench, written in parallel; stand in until it lands.
-if not os.path.exists(os.path.join(os.path.dirname(__file__), '..', 'data', 'regbench.py')):
-  sys.modules.setdefault('data.regbench', types.ModuleType('data.regbench'))
 
 import jax.numpy as jnp
 import ml_collections

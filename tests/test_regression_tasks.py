@@ -1,11 +1,4 @@
 """Properties of Garg et al.'s regression task samplers (data/regression.py)."""
-import os
-import sys
-import types
-
-# data/__init__.py also imports data.regbench, written in parallel; stand in until it lands.
-if not os.path.exists(os.path.join(os.path.dirname(__file__), '..', 'data', 'regbench.py')):
-  sys.modules.setdefault('data.regbench', types.ModuleType('data.regbench'))
 
 import jax
 import jax.numpy as jnp
