@@ -70,7 +70,18 @@ def peak_memory_bytes():
 
 
 def run_worker(spec):
-  """One configuration: compile, warm up, time; prints one JSON row."""
+  """One configuration (or one per entry of spec['lengths']): prints JSON rows."""
+  if 'lengths' in spec:
+    rows = []
+    for length in spec['lengths']:
+      rows.append(_time_one({**spec, 'length': length}))
+    print('ROW ' + json.dumps(rows))
+    return
+  print('ROW ' + json.dumps(_time_one(spec)))
+
+
+def _time_one(spec):
+  """Compile, warm up and time one configuration; returns its row."""
   import jax
   import numpy as np
   from flax import nnx
@@ -130,7 +141,7 @@ def run_worker(spec):
              model_flops_per_step=flops, achieved_flops=flops * steps_per_s,
              device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
              dtype=spec['dtype'], state_size=setup.model.state_size())
-  print('ROW ' + json.dumps(row))
+  return row
 
 
 def spawn(spec):
@@ -161,18 +172,19 @@ def main(argv):
     from models.mixers import MIXERS
     names = sorted(n for n in MIXERS if n != 'ngram_head') if _MIXERS.value == 'all' \
         else _MIXERS.value.split(',')
-    print('| mixer | ' + ' | '.join(f'{l} tok (ms)' for l in _LENGTHS.value) + ' |')
-    print('|---|' + '---|' * len(_LENGTHS.value))
+    print('| mixer | params | ' + ' | '.join(f'{l} tok (ms)' for l in _LENGTHS.value) +
+          ' | last doubling |')
+    print('|---|---|' + '---|' * (len(_LENGTHS.value) + 1))
     for name in names:
-      cells = []
-      for length in map(int, _LENGTHS.value):
-        spec = dict(task=_TASK.value, size=_SIZES.value[0], dtype=_DTYPE.value, mixer=name,
-                    length=length, batch=_BATCH.value or 8, steps_per_call=1,
-                    calls=_STEPS.value or 3)
-        row = spawn(spec)
-        rows.append(row)
-        cells.append(f'{row["step_ms"]:.1f}')
-      print(f'| {name} | ' + ' | '.join(cells) + ' |', flush=True)
+      spec = dict(task=_TASK.value, size=_SIZES.value[0], dtype=_DTYPE.value, mixer=name,
+                  lengths=[int(l) for l in _LENGTHS.value], batch=_BATCH.value or 8,
+                  steps_per_call=1, calls=_STEPS.value or 3)
+      mixer_rows = spawn(spec)  # one process per mixer, every length
+      rows.extend(mixer_rows)
+      cells = [f'{row["step_ms"]:.1f}' for row in mixer_rows]
+      ratio = mixer_rows[-1]['step_ms'] / mixer_rows[-2]['step_ms'] if len(mixer_rows) > 1 else 1
+      print(f'| {name} | {mixer_rows[0]["params"]:,} | ' + ' | '.join(cells) +
+            f' | {ratio:.1f}x |', flush=True)
   else:
     print('| size | layers/width/heads | params | seq | batch | compile (s) | steps/s | '
           'examples/s | peak mem (MiB) | model TFLOP/s | MFU vs measured peak |')

@@ -85,6 +85,16 @@ def test_lasso_coefficients_match_sklearn(alpha):
   np.testing.assert_allclose(preds, reference, atol=5e-4, rtol=1e-3)
 
 
+def test_lasso_matches_sklearn_at_garg_scale_and_with_a_zero_feature():
+  # d = 20, 41 points, alpha = 0.1 as in Garg et al.; the last feature is zero everywhere (as
+  # with the dimension curriculum), which scikit-learn leaves at 0.
+  xs, ys = prompts(13, batch=2, num_points=41, dim=20, sparsity=3)
+  xs[..., -1] = 0.0
+  preds = np.asarray(R.lasso(0.1)(xs, ys))
+  reference = per_prefix(xs, ys, lambda x, y, q: q @ _sklearn_lasso(x, y, 0.1))
+  np.testing.assert_allclose(preds, reference, atol=5e-4, rtol=1e-3)
+
+
 def test_lasso_coordinate_descent_alone_matches_sklearn_when_well_conditioned():
   rng = np.random.default_rng(3)
   x = rng.normal(size=(6, 40, 5))
