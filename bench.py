@@ -95,9 +95,11 @@ def _time_one(spec):
   if spec.get('mixer'):
     config.model.mixer = spec['mixer']
     config.model.position = 'learned' if spec['mixer'] == 'attention' else 'none'
-    # Regression prompts of `length` tokens: n_points = length / 2.
-    config.task.n_points = spec['length'] // 2
-    config.task.curriculum = False
+    if 'seq_len' in config.task:       # token tasks: the context length itself
+      config.task.seq_len = spec['length']
+    else:                              # regression prompts of `length` tokens: 2 per point
+      config.task.n_points = spec['length'] // 2
+      config.task.curriculum = False
   if spec.get('batch'):
     config.train.batch_size = spec['batch']
   steps_per_call = spec['steps_per_call']

@@ -1,6 +1,7 @@
 """Builds (or finds) the frozen REGBENCH test set as a TFDS array_record dataset.
 
-  python -m data.build_regbench [--data_dir DIR] [--task.KEY=VALUE ...]
+  python -m data.build_regbench [--config configs/regbench.py:tiny] [--data_dir DIR]
+                                [--task.KEY=VALUE ...]
 
 e.g. `python -m data.build_regbench --data_dir /tmp/tfds --task.num_test_dfas=100`. Task keys
 default to data/regbench.py DEFAULTS; the data dir defaults to task.test_data_dir, else
@@ -35,8 +36,15 @@ def _parse_overrides(extra: List[str]) -> Dict[str, object]:
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--data_dir', default='', help='TFDS data dir')
+  parser.add_argument('--config', default='', help='a train config file[:variant] whose task '
+                      'section to use (then --task.KEY=VALUE override it)')
   args, extra = parser.parse_known_args(argv)
-  cfg = regbench.merge_config(_parse_overrides(extra))
+  base = {}
+  if args.config:
+    from cli import _load_config_file
+    base = dict(_load_config_file(args.config).task)
+    base.pop('name', None)
+  cfg = regbench.merge_config({**base, **_parse_overrides(extra)})
   data_dir = args.data_dir or cfg['test_data_dir'] or os.environ.get(
       'TFDS_DATA_DIR', os.path.expanduser('~/tensorflow_datasets'))
   from data import regbench_tfds  # TFDS import is slow; only here

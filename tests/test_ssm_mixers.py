@@ -336,3 +336,20 @@ def test_bad_options_raise_config_error(name, key, value):
 
 def test_mamba_dt_rank_accepts_numeric_string():
   assert make('mamba', dt_rank='3').dt_rank == 3
+
+
+def test_mamba_sequential_and_associative_scans_agree():
+  from models.mixers.mamba import selective_scan
+  keys = jax.random.split(jax.random.key(3), 4)
+  B, T, E, N = 2, 33, 6, 4
+  dt = jax.nn.softplus(jax.random.normal(keys[0], (B, T, E)))
+  x = jax.random.normal(keys[1], (B, T, E))
+  b, c = jax.random.normal(keys[2], (B, T, N)), jax.random.normal(keys[3], (B, T, N))
+  A = -jnp.arange(1, N + 1, dtype=jnp.float32)[None].repeat(E, 0)
+  D = jnp.ones((E,))
+  a = selective_scan(x, dt, b, c, A, D, scan='associative')
+  s = selective_scan(x, dt, b, c, A, D, scan='sequential')
+  np.testing.assert_allclose(a, s, rtol=1e-5, atol=1e-5)
+  ga = jax.grad(lambda d: selective_scan(x, d, b, c, A, D, scan='associative').sum())(dt)
+  gs = jax.grad(lambda d: selective_scan(x, d, b, c, A, D, scan='sequential').sum())(dt)
+  np.testing.assert_allclose(ga, gs, rtol=1e-4, atol=1e-4)
