@@ -18,7 +18,7 @@ def get_config(arg=None):
   variant = parse_variant(arg)
   if variant == 'tiny':
     task = dict(max_string_len=12, seq_len=256, predict_separator=True)
-    train = dict(num_steps=1500, batch_size=32, learning_rate=1e-3, warmup_steps=100,
+    train = dict(num_steps=1500, batch_size=32, learning_rate=3e-3, warmup_steps=100,
                  checkpoint_every=500, steps_per_call=10)
   elif variant == 'small':
     task = dict(seq_len=512, predict_separator=True)
