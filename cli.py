@@ -30,7 +30,7 @@ def _one_line(error) -> str:
 def quiet_logs():
   """Keeps library INFO chatter (orbax, XLA backends) out of the user's terminal."""
   from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)
 
 
 def setup_jax(config):

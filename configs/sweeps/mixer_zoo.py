@@ -24,7 +24,7 @@ def get_sweep():
                   'model.position': 'none'})
   return {
       'config': 'configs/linear_regression.py:tiny',
-      'overrides': {'train.progress': False},
+      'overrides': {'train.progress': False, 'train.num_steps': 2000},
       'match_params': 150_000,
       'members': members,
       'suite': 'in_distribution',

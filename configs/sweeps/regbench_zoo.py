@@ -18,7 +18,7 @@ def get_sweep():
                   'model.position': 'learned'})
   return {
       'config': 'configs/regbench.py:tiny',
-      'overrides': {'train.progress': False},
+      'overrides': {'train.progress': False, 'train.num_steps': 1500},
       'match_params': 150_000,
       'members': members,
       'suite': 'test',
