@@ -70,25 +70,37 @@ def count_params(config) -> int:
 
 
 def match_width(config, target: int) -> None:
-  """Sets model.d_model (a multiple of num_heads) to bring the parameter count nearest target."""
-  heads = config.model.num_heads
-  best = None
-  lo, hi = 1, max(2, 1024 // heads)
-  # The count grows monotonically with width: bisect on the multiple of `heads`.
+  """Sets model.d_model to bring the parameter count nearest `target`.
+
+  Widths are multiples of 2 * num_heads (even head dimensions, as rotary and retention need);
+  a width a mixer rejects (GLA's halved key width must divide by the heads) is skipped.
+  """
+  from data.base import ConfigError
+  unit = 2 * config.model.num_heads
+
+  def count(multiple):
+    config.model.d_model = multiple * unit
+    try:
+      return count_params(config)
+    except ConfigError:
+      return None
+
+  # The count grows monotonically with width: bisect on the multiple of `unit`.
+  lo, hi = 1, max(2, 2048 // unit)
   while lo < hi:
     mid = (lo + hi) // 2
-    config.model.d_model = mid * heads
-    if count_params(config) < target:
+    value = next((v for v in map(count, range(mid, mid + 4)) if v is not None), None)
+    if value is not None and value < target:
       lo = mid + 1
     else:
       hi = mid
-  for multiple in (lo - 1, lo):
-    if multiple < 1:
-      continue
-    config.model.d_model = multiple * heads
-    gap = abs(count_params(config) - target)
-    if best is None or gap < best[0]:
-      best = (gap, multiple * heads)
+  best = None
+  for multiple in range(lo - 2, lo + 3):
+    value = count(multiple) if multiple >= 1 else None
+    if value is not None and (best is None or abs(value - target) < best[0]):
+      best = (abs(value - target), multiple * unit)
+  if best is None:
+    raise ValueError(f'no width near {target:,} parameters is valid for {config.model.mixer}')
   config.model.d_model = best[1]
 
 
