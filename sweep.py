@@ -26,6 +26,7 @@ _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (configs/sweeps/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per member.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these members.')
 _NUM_PROMPTS = flags.DEFINE_integer('num_prompts', 0, 'Evaluation prompts (0: config).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace member runs whose config changed.')
 
 
 def _load(path):
@@ -140,7 +141,7 @@ def main(argv):
     name, config = member['name'], configs[member['name']]
     workdir = os.path.join(_WORKDIR.value, name)
     print(f'=== {name}: d_model={config.model.d_model}', flush=True)
-    train(config, workdir)
+    train(config, workdir, overwrite=_OVERWRITE.value)
     config, task, model, step = restore_model(workdir)
     evaluator = get_evaluator(TASKS[config.task.name].eval_family)
     suite = sweep.get('suite') or evaluator.SUITES[0]

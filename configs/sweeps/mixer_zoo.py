@@ -10,14 +10,17 @@ MIXERS = ['attention', 'linear_attention', 'linear_self_attention', 'momentum_at
           'gla', 'retention', 'rwkv', 'mamba', 's4d', 'hyena', 'lstm', 'gru']
 
 
+ORDERLESS = ('attention', 'linear_attention', 'linear_self_attention')
+
+
 def get_sweep():
   members = []
   for mixer in MIXERS:
     member = {'name': mixer, 'model.mixer': mixer}
-    if mixer == 'attention':
-      member['model.position'] = 'learned'
-    else:
-      member['model.position'] = 'none'  # recurrent / convolutional mixers know order already
+    # Mixers with no notion of order (softmax and linear attention) get learned absolute
+    # positions; recurrent, convolutional and decaying mixers know order already.
+    member['model.position'] = 'learned' if mixer in ORDERLESS else 'none'
+
     members.append(member)
   members.append({'name': 'attention_rope', 'model.mixer': 'attention', 'model.position': 'rope'})
   members.append({'name': 'hybrid_attention_mamba', 'model.mixer': 'attention,mamba,attention',
