@@ -12,7 +12,7 @@ def fail(message: str, code: int = 2):
 
 def load_config_flag(config_flag):
   """Reads the --config flag; unknown keys, wrong types or a bad variant become one line."""
-  from data.base import ConfigError
+  from core import ConfigError
   try:
     config = config_flag.value
   except (ConfigError, KeyError, AttributeError, TypeError, ValueError) as e:

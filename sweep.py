@@ -76,7 +76,7 @@ def match_width(config, target: int) -> None:
   Widths are multiples of 2 * num_heads (even head dimensions, as rotary and retention need);
   a width a mixer rejects (GLA's halved key width must divide by the heads) is skipped.
   """
-  from data.base import ConfigError
+  from core import ConfigError
   unit = 2 * config.model.num_heads
 
   def count(multiple):

@@ -31,13 +31,17 @@ def main(argv):
     fail('--workdir is required: the directory where this run writes its checkpoints and '
          'metrics')
   setup_jax(config)
-  from training.loop import NonFiniteLossError, WorkdirError, train
-  from data.base import ConfigError
+  from training.loop import NonFiniteLossError, train
+  from training.workdir import WorkdirError
+  from core import ConfigError
   try:
     result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except (ConfigError, WorkdirError, NonFiniteLossError) as e:
     fail(str(e))
-  print(f'done: step {result["step"]}, loss {result["loss"]:.5f}; workdir {_WORKDIR.value}')
+  loss = result['loss']
+  shown = (f'{loss:.5f}' if isinstance(loss, float) else
+           'n/a' if loss is None else '[' + ', '.join(f'{x:.5f}' for x in loss) + ']')
+  print(f'done: step {result["step"]}, loss {shown}; workdir {_WORKDIR.value}')
 
 
 if __name__ == '__main__':

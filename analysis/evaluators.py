@@ -1,22 +1,20 @@
 """Evaluator registry: a task's `eval_family` -> the module that evaluates it.
 
 Each module exposes SUITES, run_suite(suite, model_fns, task, config, *, num_prompts, seed,
-batch_size) -> dict, and plot(result, png_path).
+batch_size) -> dict, plot(result, png_path), and seed_curves(result) -> {label: (x, y)}: the
+headline curves that `eval.py` averages across the seeds of a vmapped run.
 """
 import importlib
 
-from data.base import ConfigError
+from core import ConfigError, Registry
 
-EVALUATORS = {
-    'regression': 'analysis.regression_eval',
-    'regbench': 'analysis.regbench_eval',
-}
+EVALUATORS = Registry('evaluator', 'task eval_family')
+EVALUATORS.register('regression')('analysis.regression_eval')
+EVALUATORS.register('regbench')('analysis.regbench_eval')
 
 
 def get_evaluator(family: str):
-  if family not in EVALUATORS:
-    raise ConfigError(f'eval family {family!r} is invalid: known {", ".join(EVALUATORS)}')
-  return importlib.import_module(EVALUATORS[family])
+  return importlib.import_module(EVALUATORS.get(family))
 
 
 def resolve_suites(module, suite: str):
@@ -26,6 +24,8 @@ def resolve_suites(module, suite: str):
   if suite == 'all':
     return list(module.SUITES)
   names = [s.strip() for s in suite.split(',') if s.strip()]
+  if not names:
+    raise ConfigError(f'--suite={suite!r} is invalid: allowed {", ".join(module.SUITES)}, all')
   for name in names:
     if name not in module.SUITES:
       raise ConfigError(f'--suite={name!r} is invalid: allowed {", ".join(module.SUITES)}, all')

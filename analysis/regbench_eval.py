@@ -28,7 +28,7 @@ from tqdm import tqdm
 from analysis import language_metrics
 from analysis.base import ModelFns
 from baselines import ngram
-from data.base import ConfigError
+from core import ConfigError
 
 SUITES: Tuple[str, ...] = ('test', 'train')
 SUITE_DESCRIPTIONS = {
@@ -317,3 +317,10 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
   fig.tight_layout()
   fig.savefig(png_path, dpi=100)
   plt.close(fig)
+
+
+def seed_curves(result: Dict[str, Any]) -> Dict[str, Tuple[list, list]]:
+  """The model's accuracy and TV by string index: what eval.py averages across seeds."""
+  by_string = result['metrics']['model']['by_string']
+  return {f'model {key}': (list(range(len(by_string[key]))), by_string[key])
+          for key in ('accuracy', 'tv')}

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from analysis.base import ModelFns
-from data.base import ConfigError, require
+from core import ConfigError, require
 from data.regression import OOD_OPTIONS, OOD_SUITES, QUERY_SUITES
 
 SUITES: Tuple[str, ...] = OOD_SUITES
@@ -249,3 +249,8 @@ def error_table(result: dict, positions: Iterable[int]) -> str:
     lines.append(f'| {position} | ' +
                  ' | '.join(cell(result['curves'][n], j) for n in names) + ' |')
   return '\n'.join(lines)
+
+
+def seed_curves(result: dict) -> Dict[str, Tuple[list, list]]:
+  """The model's error curve: what eval.py averages across the seeds of a run."""
+  return {'model error': (list(result['num_examples']), result['curves']['model']['mean'])}

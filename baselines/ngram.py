@@ -27,7 +27,7 @@ only rescales probabilities of symbols that are all backed off together, so for 
 unigram, bigram and trigram distributions are theirs, up to the final renormalisation (they
 keep the lost mass unassigned); a port of their code agreed to 1e-7 on random prompts.
 
-`automaton` (the floor: the true next-token distribution) lives in analysis/language_metrics.
+`automaton` (the floor: the true next-token distribution) lives in data/languages.py.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 
-from analysis import language_metrics
+from data.languages import automaton_next_token_probs
 
 BOS = -1
 BASELINES = ('unigram', 'bigram', 'trigram', 'automaton')
@@ -161,7 +161,7 @@ def baseline_probs(name: str, arrays: Dict[str, jax.Array], *, vocab_size: int,
     return ngram_probs(arrays['tokens_BxT'], n=NGRAM_ORDERS[name], vocab_size=vocab_size,
                        delta=delta, predict_separator=predict_separator)
   if name == 'automaton':
-    return language_metrics.automaton_next_token_probs(
+    return automaton_next_token_probs(
         arrays['tables_BxSxV'], arrays['state_BxT'], arrays['position_in_string_BxT'],
         vocab_size=vocab_size, min_string_len=min_string_len, max_string_len=max_string_len,
         predict_separator=predict_separator)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data.base import ConfigError, require
+from core import ConfigError, require
 
 BaselineFn = Callable[[Any, Any], Any]
 

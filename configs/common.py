@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from data.base import TASKS, ConfigError
+from core import ConfigError
+from data.base import TASKS
 
 SIZES = {
     'tiny': dict(num_layers=3, d_model=64, num_heads=2),
@@ -42,6 +43,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
 def train_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       seed=0,
+      num_seeds=1,              # independent models trained at once in one vmapped step
+      seed_values='',           # per-seed values: 'train.learning_rate=1e-3,3e-3;task.noise_std=0,1'
+      init_from='',             # DIR[:STEP]: start from another run's parameters
       num_steps=2000,
       batch_size=64,
       learning_rate=1e-3,
@@ -56,6 +60,7 @@ def train_config() -> ml_collections.ConfigDict:
       log_every=50,
       checkpoint_every=500,
       keep_checkpoints=3,
+      keep_log_checkpoints=8,   # also keep checkpoints at this many log-spaced steps
       progress=True,
       distributed=False,        # call jax.distributed.initialize() (multi-host runs)
   ))
@@ -63,6 +68,9 @@ def train_config() -> ml_collections.ConfigDict:
 
 def eval_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
+      every=0,                  # evaluate during training every N steps (0: off)
+      num_log_evals=12,         # ... and at this many log-spaced steps (0: off)
+      train_prompts=256,        # prompts of each evaluation during training
       num_prompts=1280,
       batch_size=256,
       seed=12345,
@@ -89,5 +97,6 @@ def base_config(task_name: str, variant: str, task_overrides=None,
   config.train = train_config()
   config.train.update(train_overrides or {})
   config.eval = eval_config()
-  config.variant = variant
+  # The size variant is chosen by the config file argument (`FILE.py:small`), not a key: a
+  # `--config.variant=...` override would otherwise change nothing silently.
   return config

@@ -6,31 +6,11 @@ the model reads (`model_inputs`).
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import jax
 
-Batch = Dict[str, jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelIO:
-  """Shapes a task asks of a model.
-
-  input_kind: 'vectors' (float features per position, read in linearly) or 'tokens'
-    (integer ids, read in by an embedding table).
-  input_dim: features per position for 'vectors'; unused for 'tokens'.
-  vocab_size: number of token ids for 'tokens'; unused for 'vectors'.
-  output_dim: width of the model's read-out (1 for scalar regression, vocab_size for LM).
-  seq_len: the longest sequence the task produces (the model's context must cover it).
-  """
-  input_kind: str
-  seq_len: int
-  output_dim: int
-  input_dim: int = 0
-  vocab_size: int = 0
-
+from core import Batch, ConfigError, ModelIO, Registry, require  # noqa: F401 (re-exported)
 
 class Task:
   """Base class. Subclasses are built from the `config.task` ConfigDict.
@@ -40,10 +20,20 @@ class Task:
       may be a traced int32 scalar (used for curricula) and must never cause re-compilation.
     * The same key gives the same batch on any number of devices.
     * `model_inputs(batch)` returns float `features_BxTxF` or int32 `tokens_BxT`.
-    * `default_objective` names an entry of `training.objectives.OBJECTIVES`.
+    * `default_objective` names an entry of `training.objectives.OBJECTIVES`; `objectives`
+      lists every objective the task accepts (checked before anything is written).
+    * `per_seed_keys` are `config.task` keys that change no shapes and so may take a
+      different value for each seed of a vmapped run; `bind(values)` returns a copy of the
+      task that reads those values (possibly traced) instead of the config's.
+    * `position_metrics(outputs, batch)` gives per-position metrics for evaluation during
+      training (the per-position error curve).
   """
   name: str = ''
   default_objective: str = ''
+  objectives: Tuple[str, ...] = ()
+  eval_family: str = ''
+  per_seed_keys: Tuple[str, ...] = ()
+  icl_metric: str = ''          # the position_metrics curve whose late - early is the ICL score
 
   def __init__(self, config: Any):
     self.config = config
@@ -57,18 +47,18 @@ class Task:
   def model_inputs(self, batch: Batch) -> jax.Array:
     raise NotImplementedError
 
+  def bind(self, values: Dict[str, Any]) -> 'Task':
+    """A copy of this task reading `values` (keys of `per_seed_keys`) instead of the config."""
+    if values:
+      raise NotImplementedError(f'task {self.name!r} has no per-seed keys')
+    return self
 
-class ConfigError(ValueError):
-  """Bad configuration: raised before anything is compiled, with a one-line message."""
+  def position_metrics(self, outputs, batch: Batch) -> Dict[str, jax.Array]:
+    """Per-position metrics `name -> array_P`, averaged over the batch (P: scored positions)."""
+    raise NotImplementedError
 
 
-def require(condition: bool, key: str, value: Any, allowed: str) -> None:
-  """Raises ConfigError('config.<key>=<value> is invalid: <allowed>') unless `condition`."""
-  if not condition:
-    raise ConfigError(f'config.{key}={value!r} is invalid: {allowed}')
-
-
-TASKS: Dict[str, type] = {}
+TASKS = Registry('task', 'task.name')
 
 
 def register_task(name: str):
@@ -79,9 +69,6 @@ def register_task(name: str):
   `analysis/` evaluates it).
   """
   def wrap(cls):
-    if name in TASKS:
-      raise ValueError(f'task {name!r} registered twice')
-    TASKS[name] = cls
     cls.name = name
-    return cls
+    return TASKS.register(name, eval_family=cls.eval_family, objectives=cls.objectives)(cls)
   return wrap

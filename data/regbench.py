@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import dfa as dfa_lib
-from data.base import Batch, ModelIO, Task, register_task, require
+from core import Batch, ModelIO, require
+from data.base import Task, register_task
 
 PAD_ID = 0
 SYMBOL_OFFSET = 1
@@ -157,6 +158,8 @@ class RegBenchTask(Task):
   """Random regular languages in context; see the module docstring for the batch layout."""
   eval_family = 'regbench'
   default_objective = 'next_token'
+  objectives = ('next_token',)
+  icl_metric = 'loss'
 
   @classmethod
   def default_config(cls) -> dict:
@@ -199,6 +202,17 @@ class RegBenchTask(Task):
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     return batch['tokens_BxT']
+
+  def position_metrics(self, logits_BxTxV, batch: Batch) -> Dict[str, jax.Array]:
+    """Next-token loss and greedy accuracy at each position t (predicting token t + 1)."""
+    targets_BxT1 = batch['tokens_BxT'][:, 1:]
+    weights_BxT1 = batch['loss_mask_BxT'][:, 1:]
+    log_probs_BxT1xV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
+    nll_BxT1 = -jnp.take_along_axis(log_probs_BxT1xV, targets_BxT1[..., None], -1)[..., 0]
+    correct_BxT1 = (jnp.argmax(logits_BxTxV[:, :-1], -1) == targets_BxT1).astype(jnp.float32)
+    count_T1 = jnp.maximum(jnp.sum(weights_BxT1, axis=0), 1.0)
+    return {'loss': jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1,
+            'accuracy': jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1}
 
   # ---- pools and prompts ---------------------------------------------------------------
 

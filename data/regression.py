@@ -20,6 +20,7 @@ current length get `point_mask_BxN = 0`.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Dict, Tuple
 
@@ -27,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data.base import Batch, ConfigError, ModelIO, Task, register_task, require
+from core import Batch, ConfigError, ModelIO, require
+from data.base import Task, register_task
 
 Params = Dict[str, jax.Array]
 
@@ -100,6 +102,10 @@ class RegressionTask(Task):
   """
   eval_family = 'regression'
   default_objective = 'regression_mse'
+  objectives = ('regression_mse',)
+  icl_metric = 'error'
+  # Scalars that change no shapes: a vmapped run may give each seed its own value.
+  per_seed_keys = ('pool_seed', 'x_scale', 'y_scale')
   extra_defaults: Dict[str, Any] = {}
 
   @classmethod
@@ -165,6 +171,27 @@ class RegressionTask(Task):
     """Per-class keys; overridden by subclasses that have any."""
 
   # ---- interface -----------------------------------------------------------------------
+
+  def bind(self, values: Dict[str, Any]) -> 'RegressionTask':
+    """A copy reading per-seed (possibly traced) values of `per_seed_keys`."""
+    bound = copy.copy(self)
+    for key, value in values.items():
+      if key not in self.per_seed_keys:
+        raise ConfigError(f'task.{key} cannot vary across seeds: per-seed task keys of '
+                          f'{self.name!r} are {", ".join(self.per_seed_keys)}')
+      if key == 'pool_seed':
+        if self._x_transform_DxD is not None:
+          raise ConfigError('task.pool_seed cannot vary across seeds with '
+                            'x_distribution=skewed (the covariance is built on the host)')
+        bound._pool_key = jax.random.key(value)
+      else:
+        setattr(bound, key, value)
+    return bound
+
+  def position_metrics(self, outputs_BxTxO, batch: Batch) -> Dict[str, jax.Array]:
+    """Normalised squared error at each number of in-context examples (Garg's curve)."""
+    errors_BxN = jnp.square(self.predictions(outputs_BxTxO) - batch['ys_BxN'])
+    return {'error': jnp.mean(errors_BxN, axis=0) / self.error_normaliser()}
 
   def io(self) -> ModelIO:
     return ModelIO(input_kind='vectors', input_dim=self.n_dims, seq_len=2 * self.n_points,
@@ -395,6 +422,15 @@ class SparseLinearRegression(LinearRegression):
 class NoisyLinearRegression(LinearRegression):
   """y = w·x + eps, eps ~ N(0, noise_std^2) independently per point."""
   extra_defaults = dict(noise_std=0.5)
+  per_seed_keys = RegressionTask.per_seed_keys + ('noise_std',)
+
+  @property
+  def noise_std(self):
+    return self.__dict__.get('noise_std', float(self.cfg['noise_std']))
+
+  @noise_std.setter
+  def noise_std(self, value):
+    self.__dict__['noise_std'] = value
 
   def _validate(self, cfg):
     s = cfg['noise_std']
@@ -402,7 +438,7 @@ class NoisyLinearRegression(LinearRegression):
             'a finite number >= 0')
 
   def label_noise(self, key, shape):
-    return float(self.cfg['noise_std']) * jax.random.normal(key, shape)
+    return self.noise_std * jax.random.normal(key, shape)
 
 
 @register_task('quadratic_regression')

@@ -1,12 +1,13 @@
 """The sequence model: read-in -> stack of (mixer, MLP) blocks -> read-out.
 
-The model knows a task only through `data.base.ModelIO`: vector inputs are read in by a linear
+The model knows a task only through `core.ModelIO`: vector inputs are read in by a linear
 map (Garg et al.'s interleaved x / y tokens), token inputs by an embedding table. Which sequence
 mixer each block uses is `config.model.mixer`: one registered name, or a comma-separated per-layer
 pattern that is repeated to fill `num_layers` (e.g. 'attention,mamba').
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, List, Sequence
 
 import jax
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from data.base import ConfigError, ModelIO, require
+from core import ConfigError, ModelIO, require
 from models.mixers import MIXERS, MixerSpec
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -160,10 +161,12 @@ class SequenceModel(nnx.Module):
       self.position_embedding = nnx.Embed(self.max_len, d_model, embedding_init=_INIT,
                                           dtype=self.dtype, rngs=rngs)
     spec = MixerSpec(d_model=d_model, num_heads=model_config.num_heads, max_len=self.max_len,
-                     position=model_config.position, dtype=self.dtype)
+                     position=model_config.position, dtype=self.dtype,
+                     num_layers=model_config.num_layers)
     self.mixer_names = tuple(layer_mixers(model_config))
-    self.blocks = nnx.List([Block(name, spec, model_config, rngs=rngs)
-                            for name in self.mixer_names])
+    self.blocks = nnx.List([Block(name, dataclasses.replace(spec, layer_index=i), model_config,
+                                  rngs=rngs)
+                            for i, name in enumerate(self.mixer_names)])
     self.final_norm = (_norm(model_config.norm, d_model, self.dtype, rngs)
                        if model_config.norm_position == 'pre' else None)
     self.read_out = nnx.Linear(d_model, io.output_dim, kernel_init=_INIT, dtype=self.dtype,

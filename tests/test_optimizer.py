@@ -46,3 +46,65 @@ def test_weight_decay_only_on_matrices_not_dynamics():
   for leaf in (updates['dense']['bias'], updates['mixer']['A_log'],
                updates['embed']['embedding']):
     np.testing.assert_allclose(leaf, 0.0)
+
+
+# Leaf names that are weight matrices (projections, recurrent / convolution weights, S4D's C).
+WEIGHT_MATRIX_NAMES = {'kernel', 'input_kernel', 'recurrent_kernel', 'conv_kernel', 'dt_kernel',
+                       'short_kernel', 'C'}
+
+
+def _model_params(mixer):
+  from flax import nnx
+  from configs.common import model_config
+  from core import ModelIO
+  from models.model import build_model
+  cfg = model_config('tiny')
+  cfg.num_layers, cfg.d_model, cfg.mixer = 1, 32, mixer
+  io = ModelIO(input_kind='tokens', vocab_size=11, output_dim=11, seq_len=16)
+  return nnx.state(build_model(io, cfg, seed=0), nnx.Param)
+
+
+def _names(path):
+  return [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path if
+          str(getattr(k, 'key', getattr(k, 'name', k))) != 'value']
+
+
+def _all_mixers():
+  from models.mixers import MIXERS
+  return sorted(MIXERS)
+
+
+@pytest.mark.parametrize('mixer', _all_mixers())
+def test_decay_mask_on_real_models_is_weight_matrices_only(mixer):
+  params = _model_params(mixer)
+  decayed, kept = [], []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    (decayed if _decays(path, leaf) else kept).append((_names(path), leaf))
+  assert decayed
+  for names, leaf in decayed:
+    assert leaf.ndim >= 2 and names[-1] in WEIGHT_MATRIX_NAMES, names
+    assert not any('norm' in n or 'bias' in n or n == 'scale' for n in names), names
+  for names, leaf in kept:   # what is kept is a norm, a bias, a vector or a named exception
+    assert (leaf.ndim < 2 or names[-1] in ('scale', 'bias', 'embedding') or 'bias' in names[-1]
+            or any(n in ('A_log', 'log_A_real', 'A_imag', 'filter_in', 'filter_inner',
+                         'filter_out') for n in names)), names
+
+
+@pytest.mark.parametrize('mixer', ['gla', 'retention'])
+def test_per_head_norm_scales_are_not_decayed(mixer):
+  """GLA's and retention's per-head norms hold (heads, width) scales / biases: 2-D, yet not
+  weights. With zero gradients only decoupled decay moves a parameter."""
+  params = _model_params(mixer)
+  norm = params['blocks'][0]['mixer']['norm']
+  assert norm['scale'][...].ndim == 2
+  t = train_config()
+  t.update(dict(weight_decay=0.5, learning_rate=1e-2, warmup_steps=0, schedule='constant',
+                grad_clip_norm=0.0))
+  opt = make_optimizer(t)
+  updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+  mixer_updates = updates['blocks'][0]['mixer']
+  for name in ('scale', 'bias'):
+    np.testing.assert_array_equal(mixer_updates['norm'][name][...], 0.0)
+  out_kernel = params['blocks'][0]['mixer']['out']['kernel'][...]
+  np.testing.assert_allclose(mixer_updates['out']['kernel'][...], -1e-2 * 0.5 * out_kernel,
+                             rtol=1e-5)

@@ -1,47 +1,42 @@
-"""The training loop: one compiled step for every task and objective.
+"""The training loop: one compiled step for every task, objective and number of seeds.
 
-A run is a pure function of its config: the batch for step t is sampled on the device from
-`fold_in(data_key, t)`, so resuming, re-running and sharding over any number of devices see the
-same data. `steps_per_call` steps are fused into one compiled call (`lax.scan`); the host
-dispatches the next call before reading the previous call's metrics, so the device never waits.
+A run is a pure function of its config: the batch for step t of seed i is sampled on the
+device from `fold_in(fold_in(key(seed_i), 1), t)`, so resuming, re-running and sharding over
+any number of devices see the same data. `steps_per_call` steps are fused into one compiled
+call (`lax.scan`); the host dispatches the next call before reading the previous call's
+metrics, so the device never waits. Everything else (metrics, progress, checkpoints,
+scheduled evaluations) is a hook (training/hooks.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from data import get_task
-from data.base import ConfigError, Task, require
-from models.model import SequenceModel, build_model, param_count
+from core import ConfigError
+from training import hooks as hooks_lib
 from training.checkpoint import Checkpointer
-from training.objectives import OBJECTIVES
-from training.optimizer import learning_rate_schedule, make_optimizer
+from training.init_from import load_init_params, ReferenceStore
+from training.setup import Setup, eval_steps, log_spaced_steps, make_setup
+from training.step import init_state, make_eval_fn, make_train_fn
+from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir,
+                              describe_os_error, read_metrics)
 
 # Keys that may differ when a run is resumed (extending a run, changing how often it logs).
 RESUMABLE_DIFFERENCES = ('train.num_steps', 'train.log_every', 'train.progress',
-                         'train.checkpoint_every', 'train.keep_checkpoints', 'eval')
+                         'train.checkpoint_every', 'train.keep_checkpoints',
+                         'train.keep_log_checkpoints', 'eval')
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 
 
 class NonFiniteLossError(RuntimeError):
-  pass
-
-
-class WorkdirError(RuntimeError):
   pass
 
 
@@ -51,10 +46,16 @@ def config_to_dict(config) -> Dict[str, Any]:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'{workdir} does not exist or is not a directory')
   if not os.path.exists(path):
     raise WorkdirError(f'{workdir} holds no {CONFIG_FILE}: is it a training work directory?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f'{path} cannot be read ({e.__class__.__name__}: '
+                       f'{str(e).splitlines()[0] if str(e) else ""})')
 
 
 def _flatten(tree, prefix=''):
@@ -68,131 +69,54 @@ def _flatten(tree, prefix=''):
   return out
 
 
-def config_differences(old: Dict[str, Any], new: Dict[str, Any]):
+def config_differences(old: Dict[str, Any], new: Dict[str, Any], ignore=RESUMABLE_DIFFERENCES):
   """Keys whose values differ, ignoring the ones a resumed run may change."""
   old_flat, new_flat = _flatten(old), _flatten(new)
   diffs = []
   for key in sorted(set(old_flat) | set(new_flat)):
-    if any(key == k or key.startswith(k + '.') for k in RESUMABLE_DIFFERENCES):
+    if any(key == k or key.startswith(k + '.') for k in ignore):
       continue
     if old_flat.get(key, '<missing>') != new_flat.get(key, '<missing>'):
       diffs.append(f'{key}: {old_flat.get(key, "<missing>")!r} -> {new_flat.get(key, "<missing>")!r}')
   return diffs
 
 
-def validate_train_config(config, num_devices: int) -> None:
-  t = config.train
-  require(isinstance(t.num_steps, int) and t.num_steps >= 1, 'train.num_steps', t.num_steps,
-          'must be an integer >= 1')
-  require(isinstance(t.batch_size, int) and t.batch_size >= 1, 'train.batch_size', t.batch_size,
-          'must be an integer >= 1')
-  require(t.batch_size % num_devices == 0, 'train.batch_size', t.batch_size,
-          f'must be divisible by the number of devices ({num_devices})')
-  for key in ('steps_per_call', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
-    require(isinstance(t[key], int) and t[key] >= 1, f'train.{key}', t[key],
-            'must be an integer >= 1')
-  require(t.checkpoint_every % t.steps_per_call == 0, 'train.checkpoint_every',
-          t.checkpoint_every, f'must be a multiple of train.steps_per_call={t.steps_per_call}')
-  require(config.objective.name in OBJECTIVES, 'objective.name', config.objective.name,
-          f'known objectives: {", ".join(sorted(OBJECTIVES))}')
+def check_workdir(config, workdir: str, overwrite: bool) -> bool:
+  """Refuses (before anything is written) a workdir that is unusable or holds another run.
 
-
-@dataclasses.dataclass
-class Setup:
-  """Everything a run is built from, validated before anything compiles."""
-  config: ml_collections.ConfigDict
-  task: Task
-  model: SequenceModel
-  objective: Callable
-  optimizer: optax.GradientTransformation
-  schedule: Callable
-  mesh: jax.sharding.Mesh
-
-
-def make_setup(config, devices=None) -> Setup:
-  """Validates the config (raising ConfigError) and builds task, model and optimizer."""
-  devices = list(devices if devices is not None else jax.devices())
-  validate_train_config(config, len(devices))
-  task = get_task(config.task)
-  model = build_model(task.io(), config.model, seed=config.train.seed)
-  optimizer = make_optimizer(config.train)
-  mesh = jax.sharding.Mesh(np.array(devices), ('data',))
-  return Setup(config, task, model, OBJECTIVES[config.objective.name], optimizer,
-               learning_rate_schedule(config.train), mesh)
-
-
-def init_state(setup: Setup):
-  """{'params', 'opt_state', 'step'} replicated over the mesh, plus the static graph."""
-  graphdef, params, rest = nnx.split(setup.model, nnx.Param, ...)
-  state = {'params': params, 'opt_state': setup.optimizer.init(params),
-           'step': jnp.zeros((), jnp.int32)}
-  replicated = NamedSharding(setup.mesh, P())
-  return graphdef, rest, jax.device_put(state, replicated)
-
-
-def make_train_fn(setup: Setup, graphdef, rest, num_steps: int):
-  """Jitted `state -> (state, metrics_per_step)` running `num_steps` fused train steps."""
-  config, task, objective, optimizer = setup.config, setup.task, setup.objective, setup.optimizer
-  batch_size = config.train.batch_size
-  data_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
-  data_sharding = NamedSharding(setup.mesh, P('data'))
-  replicated = NamedSharding(setup.mesh, P())
-  schedule = setup.schedule
-
-  def one_step(state, _):
-    step = state['step']
-    batch = task.sample(jax.random.fold_in(data_key, step), batch_size, step)
-    batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, data_sharding), batch)
-
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, rest)
-      return objective(model, batch, task)
-
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])
-    updates, opt_state = optimizer.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
-               'learning_rate': schedule(step), **aux}
-    return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
-
-  def run(state):
-    return jax.lax.scan(one_step, state, None, length=num_steps)
-
-  return jax.jit(run, donate_argnums=0, out_shardings=(replicated, replicated))
-
-
-def _read_metrics_file(path: str, up_to_step: int):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return [row for row in rows if row['step'] <= up_to_step]
-
-
-def prepare_workdir(config, workdir: str, overwrite: bool) -> None:
-  """Creates the workdir or checks that it holds this run; refuses a different config."""
+  Returns whether an existing run of another config must be cleared (with --overwrite).
+  """
+  check_writable_dir(workdir)
   config_path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(config_path):
+  if not os.path.exists(config_path):
+    return False
+  try:
     with open(config_path) as f:
       old = json.load(f)
-    diffs = config_differences(old, config_to_dict(config))
-    if diffs and not overwrite:
-      raise WorkdirError(f'{workdir} holds a run of a different config ({"; ".join(diffs[:3])}'
-                         f'{"; ..." if len(diffs) > 3 else ""}); pass --overwrite to replace it '
-                         f'or choose another --workdir')
-    if diffs and overwrite:
-      for name in ('checkpoints', 'tensorboard', 'eval'):
-        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-      for name in (METRICS_FILE, 'model_info.json'):
-        if os.path.exists(os.path.join(workdir, name)):
-          os.remove(os.path.join(workdir, name))
-  os.makedirs(workdir, exist_ok=True)
-  with open(config_path + '.tmp', 'w') as f:
-    f.write(config.to_json(indent=2))
-  os.replace(config_path + '.tmp', config_path)
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f'{config_path} is unreadable ({e.__class__.__name__}); pass '
+                       f'--overwrite to replace the run or choose another --workdir')
+  diffs = config_differences(old, config_to_dict(config))
+  if diffs and not overwrite:
+    raise WorkdirError(f'{workdir} holds a run of a different config ({"; ".join(diffs[:3])}'
+                       f'{"; ..." if len(diffs) > 3 else ""}); pass --overwrite to replace it '
+                       f'or choose another --workdir')
+  return bool(diffs)
+
+
+def prepare_workdir(config, workdir: str, clear: bool) -> None:
+  """Clears a replaced run (with --overwrite) and writes the resolved config."""
+  if clear:
+    for name in ('checkpoints', 'tensorboard', 'eval', 'reference'):
+      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    for name in (METRICS_FILE, 'model_info.json'):
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+  hooks_lib.write_json_atomic(os.path.join(workdir, CONFIG_FILE), config_to_dict(config))
 
 
 def model_info(setup: Setup) -> Dict[str, Any]:
+  from models.model import param_count
   blocks = setup.model.blocks
   return {
       'param_count': param_count(setup.model),
@@ -202,152 +126,238 @@ def model_info(setup: Setup) -> Dict[str, Any]:
                      'state_size': int(block.mixer.state_size())}
                     for name, block in zip(setup.model.mixer_names, blocks)],
       'context_length': setup.model.max_len,
+      'num_seeds': setup.num_seeds,
+      'seeds': setup.seeds,
   }
+
+
+class Loop:
+  """The host side of a run: dispatches compiled calls, reads metrics one call behind."""
+
+  def __init__(self, setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared):
+    self.setup, self.graphdef, self.rest, self.state = setup, graphdef, rest, state
+    self.frozen, self.writer, self.hooks = frozen, writer, hooks
+    self.frozen_shared = frozen_shared
+    self.compiled: Dict[int, Any] = {}
+    self.pending = None
+    self.last_loss = None
+
+  def train_fn(self, num: int):
+    """At most two compilations: the full chunk and single steps (to land on events)."""
+    if num not in self.compiled:
+      fn = make_train_fn(self.setup, self.graphdef, num, self.frozen_shared)
+      self.compiled[num] = fn.lower(self.state, self.rest, self.frozen).compile()
+    return self.compiled[num]
+
+  def drain(self) -> None:
+    """Reads the pending call's metrics: checks they are finite, hands them to the hooks."""
+    if self.pending is None:
+      return
+    first_step, metrics = self.pending
+    self.pending = None
+    host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+    finite = np.isfinite(host['loss']) & np.isfinite(host['grad_norm'])
+    if not finite.all():
+      step_index, seed_index = np.argwhere(~finite)[0]
+      good = self.checkpointer_latest()
+      seed = self.setup.seeds[seed_index]
+      raise NonFiniteLossError(
+          f'loss or gradient became non-finite at step {first_step + step_index + 1}'
+          f'{f" (seed {seed})" if self.setup.num_seeds > 1 else ""} '
+          f'(loss={host["loss"][step_index, seed_index]}); stopped without saving; last '
+          f'good checkpoint: {"step " + str(good) if good is not None else "none"}')
+    for hook in self.hooks:
+      hook.on_metrics(first_step, host)
+    self.last_loss = host['loss'][-1]
+
+  def checkpointer_latest(self):
+    return None
+
+  def run(self, start_step: int, end_step: int) -> None:
+    t = self.setup.config.train
+    stops = set()
+    for hook in self.hooks:
+      stops |= hook.stops()
+    stops = sorted(s for s in stops if start_step < s <= end_step) + [end_step]
+    step = start_step
+    while step < end_step:
+      target = next(s for s in stops if s > step)
+      num = t.steps_per_call if step + t.steps_per_call <= target else 1
+      self.state, metrics = self.train_fn(num)(self.state, self.rest, self.frozen)
+      if self.pending is not None:   # read the previous call while this one runs
+        self.drain()
+      self.pending = (step, metrics)
+      step += num
+      for hook in self.hooks:
+        hook.after_call(self, step)
+    self.drain()
 
 
 def train(config, workdir: str, *, overwrite: bool = False, devices=None,
           log: Callable[[str], None] = print, stop_after: Optional[int] = None) -> Dict[str, Any]:
   """Trains (or resumes) the run described by `config` in `workdir`.
 
-  Returns {'step', 'loss', 'state'} of the final step. `stop_after` ends the run early at that
-  step (after saving), as a killed run would -- used to test resumption.
-  Raises ConfigError for bad config, WorkdirError for a workdir holding another run, and
+  Returns {'step', 'loss', 'state'} of the final step (`loss` per seed when num_seeds > 1).
+  `stop_after` ends the run early at that step (after saving), as a killed run would -- used
+  to test resumption. Raises ConfigError for bad config (before anything is written),
+  WorkdirError for an unusable workdir, one holding another run, or a failed write, and
   NonFiniteLossError (without saving) when the loss or gradient stops being finite.
   """
   setup = make_setup(config, devices)     # all validation happens here, before compiling
-  prepare_workdir(config, workdir, overwrite)
+  init = load_init_params(setup, log)      # train.init_from: checked before anything is written
   is_main = jax.process_index() == 0
-  info = model_info(setup)
-  if is_main:
-    with open(os.path.join(workdir, 'model_info.json'), 'w') as f:
-      json.dump(info, f, indent=2)
-    log(f'model: {info["param_count"]:,} parameters; mixers {",".join(info["mixers"])}; '
-        f'generation state {info["state_size"]:,} floats/sequence; devices: {len(setup.mesh.devices.flat)}')
-
-  t = config.train
-  graphdef, rest, state = init_state(setup)
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=t.keep_checkpoints)
-  start_step = 0
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state = checkpointer.restore(latest, state)
-    start_step = int(latest)
-    log(f'resumed from checkpoint at step {start_step}')
-  metrics_path = os.path.join(workdir, METRICS_FILE)
-  kept_rows = _read_metrics_file(metrics_path, start_step)
-  if is_main:
-    with open(metrics_path, 'w') as f:
-      f.writelines(json.dumps(row) + '\n' for row in kept_rows)
-
-  end_step = t.num_steps if stop_after is None else min(t.num_steps, stop_after)
-  if start_step >= end_step:
-    checkpointer.close()
-    return {'step': start_step, 'loss': kept_rows[-1]['loss'] if kept_rows else None,
-            'state': state}
-
-  # Compile once per chunk length (at most two: the full chunk and a final remainder).
-  compiled = {}
-  compile_start = time.time()
-
-  def train_fn(num):
-    if num not in compiled:
-      compiled[num] = make_train_fn(setup, graphdef, rest, num).lower(state).compile()
-    return compiled[num]
-
-  train_fn(min(t.steps_per_call, end_step - start_step))
-  log(f'compiled train step in {time.time() - compile_start:.1f}s')
-
-  writer = None
-  if is_main:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-  progress = None
-  if is_main and t.progress:
-    from tqdm import tqdm
-    progress = tqdm(total=end_step, initial=start_step, desc='train', unit='step',
-                    dynamic_ncols=True)
-
-  metrics_file = open(metrics_path, 'a') if is_main else None
-  last = {'step': start_step, 'loss': None}
-  timer = {'time': time.time(), 'step': start_step}
-
-  def consume(first_step, metrics):
-    """Reads one call's metrics on the host: checks finiteness, logs."""
-    host = jax.device_get(metrics)
-    losses, norms = np.asarray(host['loss']), np.asarray(host['grad_norm'])
-    bad = np.flatnonzero(~(np.isfinite(losses) & np.isfinite(norms)))
-    if bad.size:
-      step = first_step + int(bad[0]) + 1
-      good = checkpointer.latest_step()
-      raise NonFiniteLossError(
-          f'loss or gradient became non-finite at step {step} (loss={losses[bad[0]]}); '
-          f'stopped without saving; last good checkpoint: '
-          f'{"step " + str(good) if good is not None else "none"}')
-    now = time.time()
-    count = len(losses)
-    rate = (first_step + count - timer['step']) / max(now - timer['time'], 1e-9)
-    timer.update(time=now, step=first_step + count)
-    for i in range(count):
-      step = first_step + i + 1
-      if step % t.log_every == 0 or step == end_step:
-        row = {'step': step, **{k: float(np.asarray(v)[i]) for k, v in host.items()},
-               'steps_per_sec': rate, 'examples_per_sec': rate * t.batch_size}
-        if metrics_file is not None:
-          metrics_file.write(json.dumps(row) + '\n')
-          for key, value in row.items():
-            if key != 'step':
-              writer.add_scalar(key, value, step)
-    last.update(step=first_step + count, loss=float(losses[-1]))
-    if progress is not None:
-      progress.update(count)
-      progress.set_postfix(loss=f'{losses[-1]:.4f}', steps_per_s=f'{rate:.1f}')
-
-  step = start_step
-  pending = None
+  clear = check_workdir(config, workdir, overwrite)
   try:
-    while step < end_step:
-      num = min(t.steps_per_call, end_step - step)
-      state, metrics = train_fn(num)(state)      # dispatch; runs while we read the last one
-      if pending is not None:
-        consume(*pending)
-      pending = (step, metrics)
-      step += num
-      if step % t.checkpoint_every == 0 or step == end_step:
-        consume(*pending)                         # never save a state whose loss is not finite
-        pending = None
-        checkpointer.save(step, state)
-        if metrics_file is not None:
-          metrics_file.flush()
-    if pending is not None:
-      consume(*pending)
-  finally:
-    if progress is not None:
-      progress.close()
-    if metrics_file is not None:
-      metrics_file.close()
-    if writer is not None:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(describe_os_error(e, f'creating --workdir {workdir}'))
+  with WorkdirLock(workdir) if is_main else _nothing():
+    try:
+      return _train_locked(setup, init, workdir, clear, is_main, log, stop_after)
+    except OSError as e:
+      raise WorkdirError(describe_os_error(e, 'writing the run')) from None
+
+
+class _nothing:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
+  config = setup.config
+  t = config.train
+  if is_main:
+    prepare_workdir(config, workdir, clear)
+    info = model_info(setup)
+    hooks_lib.write_json_atomic(os.path.join(workdir, 'model_info.json'), info)
+    log(f'model: {info["param_count"]:,} parameters; mixers {",".join(info["mixers"])}; '
+        f'generation state {info["state_size"]:,} floats/sequence; seeds: {setup.seeds}; '
+        f'devices: {len(setup.mesh.devices.flat)}')
+
+  graphdef, rest, state = init_state(setup, init.params if init else None)
+  reference = ReferenceStore(workdir, setup.mesh)
+  frozen, frozen_shared = None, False
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=t.keep_checkpoints,
+                              keep_steps=set(log_spaced_steps(t.num_steps,
+                                                              t.keep_log_checkpoints)))
+  try:
+    start_step, restored = checkpointer.restore_latest_intact(state, log=log)
+    if restored is not None:
+      state = restored
+      log(f'resumed from checkpoint at step {start_step}')
+    else:
+      start_step = 0
+    if setup.objective_metadata['needs_reference']:
+      if reference.exists():
+        frozen, frozen_shared = reference.restore()
+      else:
+        frozen, frozen_shared = jax.device_put(init.frozen, reference.replicated), init.frozen_shared
+        if is_main or jax.process_count() > 1:
+          reference.save(frozen, frozen_shared)
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    kept_rows = read_metrics(metrics_path, start_step, warn=log)
+    if is_main:
+      with open(metrics_path + '.tmp', 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in kept_rows)
+      os.replace(metrics_path + '.tmp', metrics_path)
+
+    end_step = t.num_steps if stop_after is None else min(t.num_steps, stop_after)
+    if start_step >= end_step:
+      train_rows = [r for r in kept_rows if r.get('kind', 'train') == 'train']
+      return {'step': start_step, 'loss': train_rows[-1]['loss'] if train_rows else None,
+              'state': state}
+
+    writer = hooks_lib.MetricsWriter(workdir, setup.num_seeds, enabled=is_main)
+    eval_fn = make_eval_fn(setup, graphdef, config.eval.train_prompts, config.eval.seed)
+    hooks: List[hooks_lib.Hook] = [
+        hooks_lib.LogMetrics(writer, t.log_every, end_step, t.batch_size, start_step),
+        hooks_lib.ScheduledEval(eval_fn, [s for s in eval_steps(config) if s > start_step],
+                                writer, workdir, setup.seeds, config.eval.train_prompts,
+                                enabled=is_main, icl_metric=setup.task.icl_metric),
+        hooks_lib.Checkpoints(checkpointer, t.checkpoint_every,
+                              log_spaced_steps(t.num_steps, t.keep_log_checkpoints), end_step),
+    ]
+    if is_main and t.progress:
+      hooks.append(hooks_lib.Progress(start_step, end_step))
+    loop = Loop(setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared)
+    loop.checkpointer_latest = checkpointer.latest_step
+    compile_start = time.time()
+    loop.train_fn(min(t.steps_per_call, end_step - start_step))
+    log(f'compiled train step in {time.time() - compile_start:.1f}s')
+    try:
+      loop.run(start_step, end_step)
+    finally:
+      for hook in hooks:
+        try:
+          hook.close(loop)
+        except Exception:  # a failing hook must not hide the error that ended the run
+          if loop.pending is None:
+            raise
       writer.close()
+    loss = loop.last_loss
+    return {'step': end_step, 'loss': float(loss[0]) if setup.num_seeds == 1 else
+            [float(x) for x in loss], 'state': loop.state}
+  finally:
     checkpointer.close()
-  return {**last, 'state': state}
 
 
-def restore_model(workdir: str, checkpoint_step: Optional[int] = None, config=None):
-  """Rebuilds a run's model with the parameters of a checkpoint (latest complete by default).
-
-  Returns (config, task, model, step).
-  """
+def restore_run(workdir: str, checkpoint_step: Optional[int] = None, config=None, log=print):
+  """A run's config, setup, graphdef, rest_N and params_N at a checkpoint (latest intact by
+  default; a damaged latest checkpoint is skipped with a message). Returns a dict."""
   config = config if config is not None else load_config(workdir)
   setup = make_setup(config, devices=jax.devices()[:1])
   graphdef, rest, state = init_state(setup)
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), keep=1, read_only=True)
-  steps = checkpointer.all_steps()
-  if not steps:
-    raise WorkdirError(f'{workdir}/checkpoints holds no complete checkpoint')
-  step = max(steps) if checkpoint_step is None else checkpoint_step
-  if step not in steps:
-    raise WorkdirError(f'--checkpoint={step} not found; available steps: '
-                       f'{", ".join(map(str, sorted(steps)))}')
-  state = checkpointer.restore(step, state)
-  checkpointer.close()
-  model = nnx.merge(graphdef, state['params'], rest)
-  return config, setup.task, model, int(step)
+  try:
+    steps = sorted(checkpointer.all_steps())
+    if not steps:
+      raise WorkdirError(f'{workdir}/checkpoints holds no complete checkpoint')
+    if checkpoint_step is None:
+      step, state = checkpointer.restore_latest_intact(state, log=log)
+      if state is None:
+        raise WorkdirError(f'{workdir}/checkpoints holds no intact checkpoint')
+    else:
+      if checkpoint_step not in steps:
+        raise WorkdirError(f'--checkpoint={checkpoint_step} not found; available steps: '
+                           f'{", ".join(map(str, steps))}')
+      step, state = checkpoint_step, checkpointer.restore_intact(checkpoint_step, state)
+  finally:
+    checkpointer.close()
+  return {'config': config, 'setup': setup, 'graphdef': graphdef, 'rest': rest,
+          'params': state['params'], 'step': int(step), 'steps': steps, 'workdir': workdir,
+          'template': state}
+
+
+def load_checkpoint_params(run: Dict[str, Any], step: int, log=print):
+  """params_N of another checkpoint of a restored run (checked like any restore); None when
+  that checkpoint is damaged (the skip is logged)."""
+  from training.checkpoint import CheckpointDamagedError
+  checkpointer = Checkpointer(os.path.join(run['workdir'], 'checkpoints'), keep=1,
+                              read_only=True)
+  try:
+    return checkpointer.restore_intact(step, run['template'])['params']
+  except CheckpointDamagedError as e:
+    log(f'skipped checkpoint {step}: {e}')
+    return None
+  finally:
+    checkpointer.close()
+
+
+def seed_model(run: Dict[str, Any], seed_index: int):
+  """The nnx model of one seed of a restored run."""
+  from flax import nnx
+  take = lambda tree: jax.tree.map(lambda x: x[seed_index], tree)
+  return nnx.merge(run['graphdef'], take(run['params']), take(run['rest']))
+
+
+def restore_model(workdir: str, checkpoint_step: Optional[int] = None, config=None,
+                  seed_index: int = 0):
+  """Rebuilds one seed's model at a checkpoint. Returns (config, task, model, step)."""
+  run = restore_run(workdir, checkpoint_step, config)
+  n = run['setup'].num_seeds
+  if not 0 <= seed_index < n:
+    raise WorkdirError(f'seed index {seed_index} is out of range: the run has {n} seeds')
+  return run['config'], run['setup'].task, seed_model(run, seed_index), run['step']

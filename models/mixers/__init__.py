@@ -1,15 +1,14 @@
-"""Registry of sequence mixers: `config.model.mixer` picks one (or a per-layer pattern)."""
+"""Registry of sequence mixers: `config.model.mixer` picks one (or a per-layer pattern).
+
+Every module in this package is imported here, so a new mixer is one file with a `@register`
+line: no list to keep by hand.
+"""
+import importlib
+import pkgutil
+
 from models.mixers.base import MIXERS, Mixer, MixerSpec, register  # noqa: F401
 
-# Each import registers the mixers its file defines.
-from models.mixers import attention  # noqa: F401,E402
-from models.mixers import linear_attention  # noqa: F401,E402
-from models.mixers import momentum_attention  # noqa: F401,E402
-from models.mixers import gla  # noqa: F401,E402
-from models.mixers import retention  # noqa: F401,E402
-from models.mixers import rwkv  # noqa: F401,E402
-from models.mixers import mamba  # noqa: F401,E402
-from models.mixers import s4d  # noqa: F401,E402
-from models.mixers import hyena  # noqa: F401,E402
-from models.mixers import rnn  # noqa: F401,E402
-from models.mixers import ngram_head  # noqa: F401,E402
+_HELPERS = ('base', 'scan_utils')
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+  if _info.name not in _HELPERS:
+    importlib.import_module(f'{__name__}.{_info.name}')

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.base import Mixer, MixerSpec, register
 
 POSITIONS = ('learned', 'rope', 'alibi', 'none')
@@ -115,6 +115,11 @@ class Attention(Mixer):
   stepping past max_len is not supported (the write is dropped).
   """
   default_options = {'use_bias': True, 'rope_base': 10000.0}
+  # Softmax over a set: without rope / alibi / learned positions only the causal mask tells
+  # positions apart. (Inherited by momentum_attention: its momentum term decays with distance,
+  # but its attention weights are still orderless, and Dai et al. use it inside a GPT with
+  # absolute positions.)
+  needs_positions = True
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     name = getattr(self, 'mixer_name', 'attention')

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 import ml_collections
 
+from core import Registry
+
 
 @dataclasses.dataclass(frozen=True)
 class MixerSpec:
@@ -23,6 +25,10 @@ class MixerSpec:
   position: str          # 'learned' | 'rope' | 'alibi' | 'none' (rope/alibi used by attention)
   dtype: Any = jnp.float32        # compute dtype
   param_dtype: Any = jnp.float32  # parameters stay float32
+  # Depth, for initialisations that depend on it (von Oswald et al.'s LSA scales by
+  # 1 / num_layers; RWKV-4's decays and token-shift mixes vary with layer_index / num_layers).
+  num_layers: int = 1
+  layer_index: int = 0            # 0-based index of this block
 
 
 class Mixer(nnx.Module):
@@ -41,6 +47,9 @@ class Mixer(nnx.Module):
   only mixers that need them (the n-gram head) read them.
   """
   default_options: Dict[str, Any] = {}
+  # Whether the mixer is blind to order (a permutation of the earlier positions leaves its
+  # output unchanged), so that the model must add positions (`models.zoo.position_for`).
+  needs_positions: bool = False
 
   def init_state(self, batch_size: int):
     raise NotImplementedError
@@ -52,14 +61,16 @@ class Mixer(nnx.Module):
     raise NotImplementedError
 
 
-MIXERS: Dict[str, type] = {}
+MIXERS = Registry('mixer', 'model.mixer')
 
 
 def register(name: str) -> Callable[[type], type]:
+  """Class decorator: `@register('mamba')` makes `config.model.mixer` find the class.
+
+  What the rest of the code needs to know about a mixer (e.g. `needs_positions`) is a class
+  attribute, recorded as the entry's metadata.
+  """
   def wrap(cls):
-    if name in MIXERS:
-      raise ValueError(f'mixer {name!r} registered twice')
-    MIXERS[name] = cls
     cls.mixer_name = name
-    return cls
+    return MIXERS.register(name, needs_positions=getattr(cls, 'needs_positions', False))(cls)
   return wrap

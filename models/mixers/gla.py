@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.attention import head_dim_of, resolve_options
 from models.mixers.base import Mixer, MixerSpec, register
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.attention import head_dim_of, resolve_options
 from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers.gla import chunked_gated_linear_attention
@@ -29,6 +29,14 @@ FEATURE_MAPS = {
 NORMALIZER_EPS = 1e-6
 
 
+def lsa_kernel_init(init_scale: float, num_layers: int):
+  """von Oswald et al.'s projection init: Haiku's VarianceScaling(init_scale / num_layers),
+  i.e. a truncated normal (at +-2 sigma, rescaled) with variance init_scale / (num_layers *
+  fan_in), so weight std = sqrt(init_scale / (num_layers * fan_in))."""
+  return jax.nn.initializers.variance_scaling(init_scale / max(num_layers, 1), 'fan_in',
+                                              'truncated_normal')
+
+
 @register('linear_attention')
 class LinearAttention(Mixer):
   """Causal linear attention with Q, K, V and output projections.
@@ -40,6 +48,8 @@ class LinearAttention(Mixer):
   """
   default_options = {'feature_map': 'elu1', 'normalize': True, 'use_bias': True,
                      'chunk_size': 16}
+  # A (feature-mapped) sum over the past: orderless, as softmax attention.
+  needs_positions = True
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     name = getattr(self, 'mixer_name', 'linear_attention')
@@ -62,6 +72,10 @@ class LinearAttention(Mixer):
     d = spec.d_model
     common = dict(use_bias=bool(opts['use_bias']), dtype=spec.dtype,
                   param_dtype=spec.param_dtype, rngs=rngs)
+    if 'init_scale' in opts:
+      require(isinstance(opts['init_scale'], (int, float)) and opts['init_scale'] > 0,
+              key + 'init_scale', opts['init_scale'], 'must be a number > 0')
+      common['kernel_init'] = lsa_kernel_init(opts['init_scale'], spec.num_layers)
     self.qkv = nnx.Linear(d, 3 * d, **common)
     self.out = nnx.Linear(d, d, **common)
 
@@ -120,6 +134,12 @@ class LinearSelfAttention(LinearAttention):
   """von Oswald et al.'s causal linear self-attention (LSA):
   y_t = sum_h P_h sum_{j<=t} (V_h x_j)(K_h x_j)^T (Q_h x_t),
   i.e. linear attention with no feature map, no normalisation, no softmax and no biases.
+
+  Option init_scale: the Q, K, V and output projections are initialised as in the paper's
+  code, variance scaling (fan-in, truncated normal) with scale init_scale / num_layers
+  (their w_init_scale = 0.002). The default LeCun init makes the cubic product
+  sum_j (V x_j)(K x_j)^T (Q x_t) of order T at the first layer and the residual stream of a
+  fresh multi-layer model explode; at this scale each layer starts close to the identity.
   """
   default_options = {'feature_map': 'identity', 'normalize': False, 'use_bias': False,
-                     'chunk_size': 16}
+                     'chunk_size': 16, 'init_scale': 0.002}

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers import scan_utils as su
 

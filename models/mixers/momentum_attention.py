@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.attention import Attention, resolve_options
 from models.mixers.base import MixerSpec, register
 

@@ -45,6 +45,11 @@ class NgramHead(Mixer):
   """Hard-wired n-gram head; option n >= 1 (n - 1 tokens of context, n = 1: uniform over
   the past)."""
   default_options = {'n': 3}
+  # No positions needed: which earlier positions are read is decided by the tokens at fixed
+  # relative offsets (t - d against j - 1 - d), i.e. the head compares local order itself.
+  # Its average over the matches is orderless, but that is the n-gram statistic it is meant
+  # to compute; positions would not enter it anyway (the weights are fixed by the tokens).
+  needs_positions = False
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     n = int(options.get('n', 3))

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.attention import apply_rope, head_dim_of, resolve_options, rope_angles
 from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers.gla import (HeadGroupNorm, _require_width, chunked_gated_linear_attention,

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.attention import resolve_options
 from models.mixers.base import Mixer, MixerSpec, register
 
@@ -47,43 +47,67 @@ def wkv_initial_carry(batch_size: int, width: int):
   return (zeros, zeros, jnp.full((batch_size, width), _NEG_BIG, jnp.float32))
 
 
+def rwkv4_depth_ratios(layer_index: int, num_layers: int):
+  """RWKV-4's (ratio_0_to_1, ratio_1_to_almost0) = (l / (L - 1), 1 - l / L) for layer l of L.
+
+  With one layer RWKV-4's l / (L - 1) is 0 / 0; it is taken as 0 (the first layer's value).
+  """
+  ratio_0_to_1 = layer_index / (num_layers - 1) if num_layers > 1 else 0.0
+  return float(ratio_0_to_1), 1.0 - layer_index / num_layers
+
+
+def rwkv4_time_mix_init(d: int, layer_index: int, num_layers: int):
+  """RWKV-4's initial time_decay, time_first, time_mix_k / v / r (float64, d channels each)."""
+  depth, shallow = rwkv4_depth_ratios(layer_index, num_layers)
+  channel = np.arange(d, dtype=np.float64)
+  frac = channel / d                       # RWKV-4: i / n_embd for the token-shift mixes
+  return {
+      'time_decay': -5.0 + 8.0 * (channel / max(d - 1, 1)) ** (0.7 + 1.3 * depth),
+      'time_first': np.log(0.3) + ((channel + 1) % 3 - 1) * 0.5,   # zigzag around log 0.3
+      'mix_k': frac ** shallow,
+      'mix_v': frac ** shallow + 0.3 * depth,
+      'mix_r': frac ** (0.5 * shallow),
+  }
+
+
 @register('rwkv')
 class RWKVTimeMix(Mixer):
   """RWKV-4 time-mixing block (per-channel, spec.num_heads unused).
 
-  Options: init_depth_ratio in [0, 1], the layer's relative depth assumed by the RWKV-4
-  initialisation of the decay and token-shift mixes (the mixer does not know its layer).
+  Initialisation as RWKV-4's: the decay, bonus and token-shift mixes depend on the layer
+  (spec.layer_index of spec.num_layers, see `rwkv4_time_mix_init`); the value projection is
+  orthogonal (gain 1) and the key, receptance and output projections are zero, so a fresh
+  block adds nothing to the residual stream (the output projection is the first to get a
+  gradient, through r = 1/2 and wkv = a decayed mean of the values).
+  Option zero_init=False draws key, receptance and output LeCun-normal instead (a fresh mixer
+  is then not the constant 0, e.g. for tests of its function).
   Step form carries (previous x, a, b, p): 4 * d_model floats.
   """
-  default_options = {'init_depth_ratio': 0.5}
+  default_options = {'zero_init': True}
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     name = getattr(self, 'mixer_name', 'rwkv')
     opts = resolve_options(name, self.default_options, options)
-    ratio = opts['init_depth_ratio']
-    require(isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0,
-            f'model.mixer_options.{name}.init_depth_ratio', ratio, 'must lie in [0, 1]')
+    require(isinstance(opts['zero_init'], bool), f'model.mixer_options.{name}.zero_init',
+            opts['zero_init'], 'must be True or False')
+    require(spec.num_layers >= 1 and 0 <= spec.layer_index < spec.num_layers,
+            'model.num_layers', spec.num_layers,
+            f'must exceed the layer index {spec.layer_index}')
     self.spec = spec
     d = spec.d_model
-    # RWKV-4 initialisation (ratio_0_to_1 = depth, ratio_1_to_almost0 ~ 1 - depth).
-    depth, shallow = float(ratio), 1.0 - float(ratio)
-    channel = np.arange(d, dtype=np.float64)
-    decay_speed = -5.0 + 8.0 * (channel / max(d - 1, 1)) ** (0.7 + 1.3 * depth)
-    zigzag = ((channel + 1) % 3 - 1) * 0.5
-    frac = channel / d
+    init = rwkv4_time_mix_init(d, spec.layer_index, spec.num_layers)
     as_param = lambda a: nnx.Param(jnp.asarray(a, spec.param_dtype))
-    self.time_decay = as_param(decay_speed)           # w = exp(time_decay)
-    self.time_first = as_param(np.log(0.3) + zigzag)  # u
-    self.mix_k = as_param(frac ** shallow)
-    self.mix_v = as_param(frac ** shallow + 0.3 * depth)
-    self.mix_r = as_param(frac ** (0.5 * shallow))
-    # Default (LeCun-normal) projections: RWKV-4 zero-initialises some of them, which would
-    # make a fresh mixer the constant 0.
+    self.time_decay = as_param(init['time_decay'])    # w = exp(time_decay)
+    self.time_first = as_param(init['time_first'])    # u
+    self.mix_k = as_param(init['mix_k'])
+    self.mix_v = as_param(init['mix_v'])
+    self.mix_r = as_param(init['mix_r'])
     common = dict(use_bias=False, dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
-    self.key = nnx.Linear(d, d, **common)
-    self.value = nnx.Linear(d, d, **common)
-    self.receptance = nnx.Linear(d, d, **common)
-    self.output = nnx.Linear(d, d, **common)
+    zero = dict(kernel_init=nnx.initializers.zeros_init()) if opts['zero_init'] else {}
+    self.key = nnx.Linear(d, d, **common, **zero)
+    self.value = nnx.Linear(d, d, **common, kernel_init=nnx.initializers.orthogonal())
+    self.receptance = nnx.Linear(d, d, **common, **zero)
+    self.output = nnx.Linear(d, d, **common, **zero)
 
   def _rkv(self, x, x_prev):
     dtype = self.spec.dtype

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data.base import require
+from core import require
 from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers import scan_utils as su
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from data.base import require
+from core import require
 
 
 # ----------------------------------------------------------------------------------------------

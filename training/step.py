@@ -1,0 +1,155 @@
+"""The compiled calls: `num_steps` fused train steps of every seed, and the scheduled eval.
+
+State layout (every leaf has a leading seed axis N, also when N = 1):
+  state = {'params': Params_N, 'opt_state': OptState_N, 'step': int32 scalar}
+  frozen = reference parameters (leading axis N, or no seed axis when shared by every seed)
+           or None; passed beside the state, never donated, never in the gradient.
+  rest = the model's non-parameter variables, one per seed (rebuilt from the seed, not saved).
+
+Seed i of a run is exactly a single run with seed_i: its own initialisation, data key
+`fold_in(key(seed_i), 1)`, per-seed task and optimiser values, all under one `vmap`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from models.model import build_model
+from training.optimizer import learning_rate_schedule, make_optimizer
+from training.setup import Setup
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def seed_models(setup: Setup):
+  """(graphdef, params_N, rest_N): one model per seed, built exactly as a single run would."""
+  io = setup.task.io()
+  params, rests = [], []
+  graphdef = None
+  for i, seed in enumerate(setup.seeds):
+    model = setup.model if i == 0 else build_model(io, setup.config.model, seed=seed)
+    graphdef, p, r = nnx.split(model, nnx.Param, ...)
+    params.append(p)
+    rests.append(r)
+  return graphdef, _stack(params), _stack(rests)
+
+
+def _optimizer(setup: Setup, values: Dict[str, Any]):
+  return make_optimizer(setup.config.train, learning_rate=values.get('learning_rate'),
+                        weight_decay=values.get('weight_decay'))
+
+
+def _seed_values(setup: Setup) -> Dict[str, Dict[str, jax.Array]]:
+  """Per-seed values as device arrays with leading axis N ({} when none vary)."""
+  return {'train': {k: jnp.asarray(v) for k, v in setup.train_values().items()},
+          'task': {k: jnp.asarray(v) for k, v in setup.task_values().items()}}
+
+
+def init_state(setup: Setup, params_N=None):
+  """(graphdef, rest_N, state) with the state replicated over the mesh.
+
+  `params_N` (e.g. from another run, `train.init_from`) replaces the fresh initialisation.
+  """
+  graphdef, fresh_N, rest_N = seed_models(setup)
+  params_N = fresh_N if params_N is None else params_N
+  opt_state_N = jax.vmap(lambda p: _optimizer(setup, {}).init(p))(params_N)
+  state = {'params': params_N, 'opt_state': opt_state_N, 'step': jnp.zeros((), jnp.int32)}
+  replicated = NamedSharding(setup.mesh, P())
+  return graphdef, jax.device_put(rest_N, replicated), jax.device_put(state, replicated)
+
+
+def data_keys(setup: Setup) -> jax.Array:
+  return jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in setup.seeds])
+
+
+def make_train_fn(setup: Setup, graphdef, num_steps: int, frozen_shared: bool = False):
+  """Jitted `(state, rest_N, frozen) -> (state, metrics)`, `num_steps` fused train steps.
+
+  metrics: name -> array (num_steps, N). The state is donated; rest and frozen are not.
+  """
+  config, task, loss_fn = setup.config, setup.task, setup.loss
+  batch_size = config.train.batch_size
+  keys_N = data_keys(setup)
+  values = _seed_values(setup)
+  batch_sharding = NamedSharding(setup.mesh, P(None, 'data'))
+  replicated = NamedSharding(setup.mesh, P())
+  frozen_axis = None if frozen_shared else 0
+
+  def sample(key, task_values, step):
+    return task.bind(task_values).sample(jax.random.fold_in(key, step), batch_size, step)
+
+  def seed_step(params, opt_state, rest, frozen, batch, key, train_values, step):
+    bound = dict(train_values)
+    optimizer = _optimizer(setup, bound)
+
+    def objective(p):
+      model = nnx.merge(graphdef, p, rest)
+      reference = None if frozen is None else nnx.merge(graphdef, frozen, rest)
+      return loss_fn(model, reference, batch, key)
+
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    lr = learning_rate_schedule(config.train, bound.get('learning_rate'))(step)
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'learning_rate': lr, **aux}
+    return params, opt_state, metrics
+
+  def one_step(state, rest_N, frozen):
+    step = state['step']
+    batch_N = jax.vmap(sample, in_axes=(0, 0, None))(keys_N, values['task'], step)
+    batch_N = jax.lax.with_sharding_constraint(batch_N, batch_sharding)
+    # A per-step key for objectives that sample inside the step (seed-specific).
+    step_keys_N = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, step), 1))(keys_N)
+    params, opt_state, metrics = jax.vmap(
+        seed_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0, None))(
+            state['params'], state['opt_state'], rest_N, frozen, batch_N, step_keys_N,
+            values['train'], step)
+    return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
+
+  def run(state, rest_N, frozen):
+    return jax.lax.scan(lambda s, _: one_step(s, rest_N, frozen), state, None,
+                        length=num_steps)
+
+  return jax.jit(run, donate_argnums=0, out_shardings=(replicated, replicated))
+
+
+def make_eval_fn(setup: Setup, graphdef, num_prompts: int, seed: int):
+  """Jitted `(params_N, rest_N) -> {metric: array (N, positions)}` on fixed prompts.
+
+  The prompts are the same at every call (drawn from `key(seed)`, bound to each seed's task
+  values), so curves from different steps compare the same prompts.
+  """
+  task = setup.task
+  values = _seed_values(setup)
+  key = jax.random.key(seed)
+  replicated = NamedSharding(setup.mesh, P())
+
+  def seed_eval(params, rest, task_values):
+    bound = task.bind(task_values)
+    batch = bound.sample(key, num_prompts, setup.config.train.num_steps)
+    model = nnx.merge(graphdef, params, rest)
+    return bound.position_metrics(model(bound.model_inputs(batch)), batch)
+
+  def run(params_N, rest_N):
+    return jax.vmap(seed_eval)(params_N, rest_N, values['task'])
+
+  return jax.jit(run, out_shardings=replicated)
+
+
+def icl_score(curve_NxP: np.ndarray) -> np.ndarray:
+  """Late minus early: mean of the last quarter of positions minus mean of the first quarter
+  after position 0 (negative when the metric falls as the context grows, i.e. in-context
+  learning for a loss). Olsson et al. take loss(500th token) - loss(50th token)."""
+  curve = np.asarray(curve_NxP, np.float64)
+  positions = curve.shape[-1]
+  quarter = max(positions // 4, 1)
+  early = curve[..., 1:1 + quarter] if positions > 1 else curve
+  return curve[..., -quarter:].mean(-1) - early.mean(-1)
