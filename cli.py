@@ -34,11 +34,51 @@ def quiet_logs():
 
 
 def setup_jax(config):
-  """Multi-host initialisation must happen before JAX touches a device."""
+  """Multi-host initialisation must happen before JAX touches a device.
+
+  With `train.distributed`, calls `jax.distributed.initialize()`. JAX itself reads
+  JAX_COORDINATOR_ADDRESS (and cluster managers: SLURM, Open MPI, Kubernetes, Cloud TPU)
+  but not the number of processes or this process's index; those come from
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID when set, e.g. for two processes on one machine:
+
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12345 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \
+        python train.py ... --config.train.distributed=True     # and JAX_PROCESS_ID=1
+
+  When all three are given, cluster auto-detection is skipped. CPU processes exchange
+  collectives over Gloo (TCP), JAX's default CPU implementation.
+  """
   quiet_logs()
   import jax
-  if config.train.get('distributed', False):
-    jax.distributed.initialize()
+  if not config.train.get('distributed', False):
+    return
+  import os
+  kwargs = {}
+  address = os.environ.get('JAX_COORDINATOR_ADDRESS', '').strip()
+  if address:
+    if ':' not in address:
+      fail(f'JAX_COORDINATOR_ADDRESS={address!r} must be host:port, e.g. 10.0.0.1:12345')
+    kwargs['coordinator_address'] = address
+  for name, key in (('JAX_NUM_PROCESSES', 'num_processes'), ('JAX_PROCESS_ID', 'process_id')):
+    text = os.environ.get(name, '').strip()
+    if not text:
+      continue
+    try:
+      kwargs[key] = int(text)
+    except ValueError:
+      fail(f'{name}={text!r} must be an integer')
+  if 'num_processes' in kwargs and kwargs['num_processes'] < 1:
+    fail(f'JAX_NUM_PROCESSES={kwargs["num_processes"]} must be >= 1')
+  if 'process_id' in kwargs and 'num_processes' in kwargs and not (
+      0 <= kwargs['process_id'] < kwargs['num_processes']):
+    fail(f'JAX_PROCESS_ID={kwargs["process_id"]} must be in [0, JAX_NUM_PROCESSES='
+         f'{kwargs["num_processes"]})')
+  if len(kwargs) == 3:      # fully specified: do not probe SLURM / Kubernetes / TPU metadata
+    kwargs['cluster_detection_method'] = 'deactivate'
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (ValueError, TypeError, RuntimeError) as e:
+    fail(f'jax.distributed.initialize failed: {_one_line(e)} (set JAX_COORDINATOR_ADDRESS, '
+         f'JAX_NUM_PROCESSES and JAX_PROCESS_ID, or run under a cluster manager JAX detects)')
 
 
 def _load_config_file(spec: str):

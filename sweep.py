@@ -21,6 +21,7 @@ import os
 from absl import app, flags
 
 from cli import fail, parse_flags
+from models.zoo import count_params, match_width  # noqa: F401  (moved; re-exported)
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (configs/sweeps/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per member.')
@@ -57,52 +58,6 @@ def member_config(sweep, member):
   if sweep.get('match_params'):
     match_width(config, sweep['match_params'])
   return config
-
-
-def count_params(config) -> int:
-  """Parameter count without allocating (abstract evaluation of the constructor)."""
-  import jax
-  from flax import nnx
-  from data import get_task
-  from models.model import build_model
-  io = get_task(config.task).io()
-  abstract = nnx.eval_shape(lambda: build_model(io, config.model, seed=0))
-  return int(sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
-
-
-def match_width(config, target: int) -> None:
-  """Sets model.d_model to bring the parameter count nearest `target`.
-
-  Widths are multiples of 2 * num_heads (even head dimensions, as rotary and retention need);
-  a width a mixer rejects (GLA's halved key width must divide by the heads) is skipped.
-  """
-  from core import ConfigError
-  unit = 2 * config.model.num_heads
-
-  def count(multiple):
-    config.model.d_model = multiple * unit
-    try:
-      return count_params(config)
-    except ConfigError:
-      return None
-
-  # The count grows monotonically with width: bisect on the multiple of `unit`.
-  lo, hi = 1, max(2, 2048 // unit)
-  while lo < hi:
-    mid = (lo + hi) // 2
-    value = next((v for v in map(count, range(mid, mid + 4)) if v is not None), None)
-    if value is not None and value < target:
-      lo = mid + 1
-    else:
-      hi = mid
-  best = None
-  for multiple in range(lo - 2, lo + 3):
-    value = count(multiple) if multiple >= 1 else None
-    if value is not None and (best is None or abs(value - target) < best[0]):
-      best = (abs(value - target), multiple * unit)
-  if best is None:
-    raise ValueError(f'no width near {target:,} parameters is valid for {config.model.mixer}')
-  config.model.d_model = best[1]
 
 
 def main(argv):

@@ -24,7 +24,7 @@ the last two at DEFAULT_EXPENSIVE_MAX_PROMPTS prompts.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -474,6 +474,39 @@ def greedy_tree(max_depth: Optional[int] = 4, use_sign: bool = False,
   return _mark(fn, jittable=False, max_prompts=max_prompts)
 
 
+def xgboost_available() -> bool:
+  """Whether `import xgboost` works here (it is not a requirement of this repository)."""
+  try:
+    import xgboost  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except Exception:  # pylint: disable=broad-except  (ImportError, or a broken native library)
+    return False
+  return True
+
+
+def xgboost(max_prompts: Optional[int] = None) -> BaselineFn:
+  """Gradient-boosted trees: xgboost.XGBRegressor() at xgboost's default parameters fitted on
+  each prefix, Garg et al.'s second decision-tree baseline (their XGBoostModel constructs
+  XGBRegressor() with no arguments). numpy, not jittable; one fit per (prompt, position).
+  Needs the optional package xgboost (`get_baselines` leaves it out when it is missing).
+  """
+  _require_max_prompts('xgboost', max_prompts)
+  import xgboost as xgb  # pylint: disable=g-import-not-at-top
+
+  def fn(xs_BxNxD, ys_BxN):
+    xs_BxNxD = np.asarray(xs_BxNxD, dtype=np.float64)[:max_prompts]
+    ys_BxN = np.asarray(ys_BxN, dtype=np.float64)[:max_prompts]
+    batch, num_points, _ = xs_BxNxD.shape
+    preds_BxN = np.zeros((batch, num_points), np.float32)
+    for b in range(batch):
+      for i in range(1, num_points):
+        regressor = xgb.XGBRegressor()
+        regressor.fit(xs_BxNxD[b, :i], ys_BxN[b, :i])
+        preds_BxN[b, i] = float(np.asarray(regressor.predict(xs_BxNxD[b, i:i + 1])).ravel()[0])
+    return preds_BxN
+
+  return _mark(fn, jittable=False, max_prompts=max_prompts)
+
+
 # ------------------------------------------------------------------------ trained 2-layer ReLU net
 
 
@@ -579,14 +612,68 @@ BASELINES: Dict[str, Callable[..., BaselineFn]] = {
     'relu2nn': relu2nn,
 }
 
+# Baselines that need a package this repository does not require: name -> (module, constructor).
+# `get_baselines` includes them only where the module imports.
+OPTIONAL_BASELINES: Dict[str, Tuple[str, Callable[..., BaselineFn]]] = {
+    'xgboost': ('xgboost', xgboost),
+}
+
+# Result names that are a registered baseline at other fixed options. Garg et al. report Lasso
+# at several alphas; 'lasso' is alpha = 0.1 (options from config.eval.baselines.lasso), and
+# 'lasso_0.01' shares lasso's options except alpha.
+BASELINE_VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'lasso_0.01': ('lasso', {'alpha': 0.01}),
+}
+
 # Garg et al.'s choice of baselines per task family (plus ridge and GD for linear tasks).
 FAMILY_BASELINES = {
     'linear': ('least_squares', 'ridge', 'knn', 'averaging', 'gd'),
-    'sparse_linear': ('least_squares', 'ridge', 'knn', 'averaging', 'gd', 'lasso'),
+    'sparse_linear': ('least_squares', 'ridge', 'knn', 'averaging', 'gd', 'lasso', 'lasso_0.01'),
     'quadratic': ('least_squares', 'knn', 'averaging', 'relu2nn'),
     'relu2nn': ('least_squares', 'knn', 'averaging', 'relu2nn'),
-    'decision_tree': ('least_squares', 'knn', 'averaging', 'greedy_tree'),
+    'decision_tree': ('least_squares', 'knn', 'averaging', 'greedy_tree', 'xgboost'),
 }
+
+# Options `get_baselines` sets where the constructor's own default differs (None: computed from
+# the task, e.g. ridge's alpha).
+_GET_BASELINES_DEFAULTS = {
+    'ridge': {'alpha': None},
+    'greedy_tree': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
+    'relu2nn': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
+    'xgboost': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
+}
+
+
+def _constructors() -> Dict[str, Callable[..., BaselineFn]]:
+  return {**BASELINES, **{name: ctor for name, (_, ctor) in OPTIONAL_BASELINES.items()}}
+
+
+def _option_names(constructor) -> Tuple[str, ...]:
+  code = constructor.__code__
+  return code.co_varnames[:code.co_argcount]
+
+
+def default_baselines_config():
+  """`config.eval.baselines`: every baseline's options at the defaults `get_baselines` uses
+  (declared, so that `--config.eval.baselines.<name>.<option>=...` is type-checked).
+
+  Unset (None) options are computed: ridge's alpha from the task's noise, gd's learning rate
+  from the prompt. max_prompts 0 means every prompt.
+  """
+  import inspect  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  placeholder = ml_collections.config_dict.placeholder
+  section = {}
+  for name, constructor in sorted(_constructors().items()):
+    options = {}
+    for option, parameter in inspect.signature(constructor).parameters.items():
+      value = _GET_BASELINES_DEFAULTS.get(name, {}).get(option, parameter.default)
+      if value is None:   # typed, so that a command-line override can set it
+        kind = int if option in ('max_prompts', 'max_depth') else float
+        value = placeholder(kind)
+      options[option] = value
+    section[name] = options
+  return ml_collections.ConfigDict(section)
 
 
 def task_family(task_name: str) -> str:
@@ -613,43 +700,78 @@ def task_family(task_name: str) -> str:
       'sparse linear, quadratic, relu 2nn and decision tree regression tasks')
 
 
-def _config_options(config, name: str) -> Dict[str, Any]:
-  """config.baselines.<name> as a dict ({} when absent)."""
-  section = getattr(config, 'baselines', None)
-  options = getattr(section, name, None) if section is not None else None
-  if options is None:
+def _baselines_section(config):
+  """config.eval.baselines (absent in configs written before it was declared: {})."""
+  eval_section = getattr(config, 'eval', None)
+  section = getattr(eval_section, 'baselines', None) if eval_section is not None else None
+  if section is None:
     return {}
-  return dict(options.to_dict() if hasattr(options, 'to_dict') else options)
+  return section.to_dict() if hasattr(section, 'to_dict') else dict(section)
+
+
+def _checked_options(name: str, given: Dict[str, Any]) -> Dict[str, Any]:
+  """Options of registered baseline `name` (defaults + `given`); unknown ones raise."""
+  constructor = _constructors()[name]
+  options = dict(_GET_BASELINES_DEFAULTS.get(name, {}))
+  options.update(given)
+  allowed = _option_names(constructor)
+  for option in options:
+    require(option in allowed, f'eval.baselines.{name}.{option}', options[option],
+            f'unknown option; {name} takes {", ".join(allowed) or "no options"}')
+  if options.get('max_prompts') == 0:
+    options['max_prompts'] = None      # 0: every prompt
+  return options
+
+
+def validate_baselines_config(config) -> None:
+  """Raises ConfigError for an unknown baseline or option, or a bad value, anywhere in
+  config.eval.baselines (also for baselines the task does not use)."""
+  section = _baselines_section(config)
+  known = _constructors()
+  for name, given in section.items():
+    require(name in known, f'eval.baselines.{name}', '...',
+            f'unknown baseline; known: {", ".join(sorted(known))}')
+    options = _checked_options(name, dict(given or {}))
+    if name in OPTIONAL_BASELINES and not _optional_available(name):
+      continue
+    if options.get('alpha', 0.0) is None:
+      options.pop('alpha')   # computed from the task by get_baselines
+    known[name](**options)   # the constructors check the values
+
+
+def _optional_available(name: str) -> bool:
+  return name != 'xgboost' or xgboost_available()
 
 
 def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
   """The baselines worth comparing against on `task_name`: result name -> fn.
 
-  Names: 'least_squares', 'ridge', 'lasso', '<k>nn' ('3nn' by default), 'averaging', 'gd',
-  'greedy_tree', 'relu2nn'. Options come from `config.baselines.<registry name>.<option>` when
-  present (e.g. config.baselines.gd.num_steps, config.baselines.knn.k). Defaults: ridge alpha =
-  (config.task.noise_std / config.task.y_scale)^2, the posterior mean for y = y_scale w.x + noise
-  with w ~ N(0, I) (equal to least squares when the task is noiseless); lasso alpha = 0.1 (Garg
-  et al.); greedy_tree max_depth = 4; max_prompts = DEFAULT_EXPENSIVE_MAX_PROMPTS for greedy_tree
-  and relu2nn (set it to None for all prompts). Unknown options raise ConfigError.
+  Names: 'least_squares', 'ridge', 'lasso' (alpha 0.1), 'lasso_0.01', '<k>nn' ('3nn' by
+  default), 'averaging', 'gd', 'greedy_tree', 'xgboost' (only where xgboost imports),
+  'relu2nn'. Options come from `config.eval.baselines.<registry name>.<option>` when present
+  (e.g. config.eval.baselines.gd.num_steps, config.eval.baselines.knn.k; declared by
+  configs/common.py, see `default_baselines_config`). Defaults: ridge alpha =
+  (config.task.noise_std / config.task.y_scale)^2, the posterior mean for y = y_scale w.x +
+  noise with w ~ N(0, I) (equal to least squares when the task is noiseless); lasso alpha = 0.1
+  (Garg et al.); greedy_tree max_depth = 4; max_prompts = DEFAULT_EXPENSIVE_MAX_PROMPTS for
+  greedy_tree, xgboost and relu2nn (0 or None: all prompts). Unknown baselines or options raise
+  ConfigError.
   """
+  validate_baselines_config(config)
   task = getattr(config, 'task', None)
   noise_std = float(getattr(task, 'noise_std', 0.0) or 0.0)
   y_scale = float(getattr(task, 'y_scale', 1.0) or 1.0)
-  defaults = {
-      'ridge': {'alpha': (noise_std / y_scale) ** 2},
-      'greedy_tree': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
-      'relu2nn': {'max_prompts': DEFAULT_EXPENSIVE_MAX_PROMPTS},
-  }
+  section = _baselines_section(config)
   result = {}
-  for name in FAMILY_BASELINES[task_family(task_name)]:
-    options = dict(defaults.get(name, {}))
-    options.update(_config_options(config, name))
-    constructor = BASELINES[name]
-    allowed = constructor.__code__.co_varnames[:constructor.__code__.co_argcount]
-    for option in options:
-      require(option in allowed, f'baselines.{name}.{option}', options[option],
-              f'unknown option; {name} takes {", ".join(allowed) or "no options"}')
-    result_name = f'{options.get("k", 3)}nn' if name == 'knn' else name
-    result[result_name] = constructor(**options)
+  for result_name in FAMILY_BASELINES[task_family(task_name)]:
+    name, fixed = BASELINE_VARIANTS.get(result_name, (result_name, {}))
+    if name in OPTIONAL_BASELINES and not _optional_available(name):
+      continue
+    options = _checked_options(name, dict(section.get(name) or {}))
+    options.update(fixed)
+    if name == 'ridge' and options.get('alpha') is None:
+      options['alpha'] = (noise_std / y_scale) ** 2
+    if name == 'knn':
+      result_name = f'{options.get("k", 3)}nn'
+    result[result_name] = _constructors()[name](**options)
   return result

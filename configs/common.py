@@ -97,6 +97,11 @@ def base_config(task_name: str, variant: str, task_overrides=None,
   config.train = train_config()
   config.train.update(train_overrides or {})
   config.eval = eval_config()
+  if TASKS[task_name].eval_family == 'regression':
+    # Options of the classical baselines (baselines/regression.py `get_baselines`), e.g.
+    # --config.eval.baselines.knn.k=5; validated by `validate_baselines_config`.
+    from baselines.regression import default_baselines_config
+    config.eval.baselines = default_baselines_config()
   # The size variant is chosen by the config file argument (`FILE.py:small`), not a key: a
   # `--config.variant=...` override would otherwise change nothing silently.
   return config

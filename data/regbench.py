@@ -9,7 +9,10 @@ Following the authors' generator (berlino/seq_icl `RegBench`):
   * the number of strings N ~ U{strings_min .. strings_max} (10..19);
   * each string's length L ~ U{min_string_len .. max_string_len} (1..49), independent of the
     automaton (every state has an outgoing edge, so a walk never gets stuck);
-  * the prompt is cut to `seq_len` tokens (512) and padded with <pad>;
+  * the prompt is padded with <pad> to `seq_len` tokens; the authors cut it at 512 tokens,
+    which drops the end of ~8.5% of prompts (the longest has strings_max * (max_string_len + 1)
+    = 950 tokens), so here seq_len = 0 (the default) means exactly that longest length and no
+    prompt is cut; a smaller seq_len cuts as the authors do;
   * the separator is not a prediction target (`predict_separator=False`, the authors replace
     it by the ignore label): lengths carry no information about the language.
 One deviation: every string, the last included, is followed by a separator (the authors drop
@@ -68,7 +71,8 @@ DEFAULTS = dict(
     strings_max=19,
     min_string_len=1,       # symbols per string
     max_string_len=49,
-    seq_len=512,            # prompts are cut / padded to this many tokens
+    seq_len=0,              # prompts are cut / padded to this many tokens; 0: the longest
+                            # prompt the settings allow (`full_prompt_len`), so none is cut
     predict_separator=False,  # the authors do not train on separators
     pool_seed=0,            # the automata pools and the frozen test prompts
     test_data_dir='',       # TFDS dir of the frozen test set ('': $TFDS_DATA_DIR, else
@@ -111,9 +115,11 @@ def validate_config(cfg: Dict[str, Any]) -> None:
           'an integer >= 1')
   require(cfg['num_test_dfas'] >= 1, 'task.num_test_dfas', cfg['num_test_dfas'],
           'an integer >= 1')
-  # Prompts longer than seq_len are cut (the paper's default draws up to 19 * 50 tokens for
-  # 512); seq_len only has to leave room for a first symbol and one target.
-  require(cfg['seq_len'] >= 2, 'task.seq_len', cfg['seq_len'], 'an integer >= 2')
+  # Prompts longer than seq_len are cut (the authors cut at 512, which loses the end of ~8.5%
+  # of prompts at the default settings, whose longest prompt is 19 * 50 = 950 tokens);
+  # seq_len only has to leave room for a first symbol and one target. 0: full prompts.
+  require(cfg['seq_len'] == 0 or cfg['seq_len'] >= 2, 'task.seq_len', cfg['seq_len'],
+          'an integer >= 2, or 0 for the longest prompt the string settings allow')
   require(cfg['pool_seed'] >= 0, 'task.pool_seed', cfg['pool_seed'], 'an integer >= 0')
   require(isinstance(cfg['predict_separator'], (bool, np.bool_)), 'task.predict_separator',
           cfg['predict_separator'], 'True or False')
@@ -121,14 +127,24 @@ def validate_config(cfg: Dict[str, Any]) -> None:
           'a path string ("" for the TFDS default)')
 
 
+def full_prompt_len(cfg: Dict[str, Any]) -> int:
+  """Tokens of the longest prompt the settings can produce: strings_max strings of
+  max_string_len symbols, each followed by a separator."""
+  return int(cfg['strings_max']) * (int(cfg['max_string_len']) + 1)
+
+
 def merge_config(config: Any) -> Dict[str, Any]:
-  """Defaults overlaid with `config` (ConfigDict or dict); unknown keys raise ConfigError."""
+  """Defaults overlaid with `config` (ConfigDict or dict); unknown keys raise ConfigError.
+  seq_len = 0 is resolved to `full_prompt_len` (so the frozen test set of seq_len=0 is that of
+  the explicit length)."""
   given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
   for key in given:
     require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
             f'not a key of task regbench; known: {", ".join(sorted(DEFAULTS))}')
   cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
   validate_config(cfg)
+  if cfg['seq_len'] == 0:
+    cfg['seq_len'] = full_prompt_len(cfg)
   return cfg
 
 

@@ -246,10 +246,12 @@ def _config(task_name, **task):
 @pytest.mark.parametrize('task_name,expected', [
     ('linear_regression', {'least_squares', 'ridge', '3nn', 'averaging', 'gd'}),
     ('noisy_linear_regression', {'least_squares', 'ridge', '3nn', 'averaging', 'gd'}),
-    ('sparse_linear_regression', {'least_squares', 'ridge', '3nn', 'averaging', 'gd', 'lasso'}),
+    ('sparse_linear_regression', {'least_squares', 'ridge', '3nn', 'averaging', 'gd', 'lasso',
+                                  'lasso_0.01'}),
     ('quadratic_regression', {'least_squares', '3nn', 'averaging', 'relu2nn'}),
     ('relu2nn_regression', {'least_squares', '3nn', 'averaging', 'relu2nn'}),
-    ('decision_tree', {'least_squares', '3nn', 'averaging', 'greedy_tree'}),
+    ('decision_tree', {'least_squares', '3nn', 'averaging', 'greedy_tree'}
+     | ({'xgboost'} if R.xgboost_available() else set())),
 ])
 def test_get_baselines_names(task_name, expected):
   assert set(R.get_baselines(task_name, _config(task_name))) == expected
@@ -262,7 +264,8 @@ def test_get_baselines_options_and_errors():
   # Posterior mean: alpha = (noise_std / y_scale)^2.
   np.testing.assert_allclose(np.asarray(got['ridge'](xs, ys)),
                              np.asarray(R.ridge(0.0625)(xs, ys)), rtol=1e-6, atol=1e-6)
-  config.baselines = ml_collections.ConfigDict({'knn': {'k': 5}, 'relu2nn': {'max_prompts': 2}})
+  config.eval = ml_collections.ConfigDict(
+      {'baselines': {'knn': {'k': 5}, 'relu2nn': {'max_prompts': 2}}})
   got = R.get_baselines('relu2nn_regression', config)
   assert '5nn' in got and got['relu2nn'].max_prompts == 2
   np.testing.assert_allclose(np.asarray(got['5nn'](xs, ys)), np.asarray(R.knn(5)(xs, ys)))
@@ -270,7 +273,7 @@ def test_get_baselines_options_and_errors():
       == R.DEFAULT_EXPENSIVE_MAX_PROMPTS
   with pytest.raises(ConfigError, match='task.name'):
     R.get_baselines('dyck_language', _config('dyck_language'))
-  config.baselines = ml_collections.ConfigDict({'gd': {'steps': 3}})
+  config.eval.baselines = ml_collections.ConfigDict({'gd': {'steps': 3}})
   with pytest.raises(ConfigError, match='baselines.gd.steps'):
     R.get_baselines('linear_regression', config)
   with pytest.raises(ConfigError, match='baselines.ridge.alpha'):
@@ -279,3 +282,103 @@ def test_get_baselines_options_and_errors():
     R.knn(3, 'gaussian')
   with pytest.raises(ConfigError, match='baselines.relu2nn.max_prompts'):
     R.relu2nn(max_prompts=0)
+
+
+# ---- Lasso at alpha 0.01, XGBoost, the declared config.eval.baselines --------------------------
+
+def test_lasso_001_baseline_matches_sklearn():
+  xs, ys = prompts(21, batch=2, num_points=10, dim=4, sparsity=2)
+  got = R.get_baselines('sparse_linear_regression', _config('sparse_linear_regression'))
+  reference = per_prefix(xs, ys, lambda x, y, q: q @ _sklearn_lasso(x, y, 0.01))
+  np.testing.assert_allclose(np.asarray(got['lasso_0.01'](xs, ys)), reference, atol=5e-4,
+                             rtol=1e-3)
+  reference_01 = per_prefix(xs, ys, lambda x, y, q: q @ _sklearn_lasso(x, y, 0.1))
+  np.testing.assert_allclose(np.asarray(got['lasso'](xs, ys)), reference_01, atol=5e-4,
+                             rtol=1e-3)
+  # The two differ (the second curve is not a copy of the first).
+  assert not np.allclose(reference, reference_01, atol=1e-3)
+
+
+def test_lasso_variant_shares_options_but_keeps_its_alpha():
+  config = _config('sparse_linear_regression')
+  config.eval = ml_collections.ConfigDict({'baselines': {'lasso': {'alpha': 0.05,
+                                                                    'polish_sweeps': 0}}})
+  xs, ys = prompts(22, batch=2, num_points=8, dim=4)
+  got = R.get_baselines('sparse_linear_regression', config)
+  np.testing.assert_allclose(np.asarray(got['lasso'](xs, ys)),
+                             np.asarray(R.lasso(0.05, polish_sweeps=0)(xs, ys)))
+  np.testing.assert_allclose(np.asarray(got['lasso_0.01'](xs, ys)),
+                             np.asarray(R.lasso(0.01, polish_sweeps=0)(xs, ys)))
+
+
+class _FakeXGBRegressor:
+  """Stands in for xgboost.XGBRegressor: records its constructor arguments, predicts the mean."""
+  made = []
+
+  def __init__(self, **kwargs):
+    _FakeXGBRegressor.made.append(kwargs)
+
+  def fit(self, x, y):
+    self.mean = float(np.mean(y))
+    return self
+
+  def predict(self, x):
+    return np.full(len(x), self.mean, np.float32)
+
+
+def test_xgboost_is_optional_and_fits_default_regressors_per_prefix(monkeypatch):
+  import sys
+  import types
+  monkeypatch.setitem(sys.modules, 'xgboost', None)   # `import xgboost` raises ImportError
+  assert not R.xgboost_available()
+  assert 'xgboost' not in R.get_baselines('decision_tree', _config('decision_tree'))
+  fake = types.ModuleType('xgboost')
+  fake.XGBRegressor = _FakeXGBRegressor
+  monkeypatch.setitem(sys.modules, 'xgboost', fake)
+  _FakeXGBRegressor.made.clear()
+  got = R.get_baselines('decision_tree', _config('decision_tree'))
+  assert got['xgboost'].max_prompts == R.DEFAULT_EXPENSIVE_MAX_PROMPTS
+  assert not got['xgboost'].jittable
+  xs, ys = prompts(23, batch=2, num_points=6)
+  preds = got['xgboost'](xs, ys)
+  # One regressor per (prompt, position >= 1), all at xgboost's defaults (Garg et al.).
+  assert _FakeXGBRegressor.made == [{}] * (2 * 5)
+  expected = per_prefix(xs, ys, lambda x, y, q: np.mean(y))
+  np.testing.assert_allclose(preds, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not R.xgboost_available(), reason='xgboost is not installed')
+def test_xgboost_real_package_is_causal_and_fits():
+  xs, ys = prompts(24, batch=2, num_points=8)
+  preds = R.xgboost()(xs, ys)
+  assert preds.shape == (2, 8) and np.all(preds[:, 0] == 0) and np.all(np.isfinite(preds))
+
+
+def test_declared_baselines_config_is_used_and_validated():
+  from configs.decision_tree import get_config as tree_config
+  from configs.sparse_linear_regression import get_config as sparse_config
+  config = sparse_config('tiny')
+  assert config.eval.baselines.lasso.alpha == 0.1
+  assert config.eval.baselines.ridge.alpha is None     # computed from the task
+  assert config.eval.baselines.greedy_tree.max_prompts == R.DEFAULT_EXPENSIVE_MAX_PROMPTS
+  R.validate_baselines_config(config)
+  got = R.get_baselines(config.task.name, config)
+  assert {'lasso', 'lasso_0.01', '3nn'} <= set(got)
+  config.eval.baselines.knn.k = 4
+  assert '4nn' in R.get_baselines(config.task.name, config)
+  config.eval.baselines.ridge.alpha = 0.5     # a typed placeholder: settable to a float
+  assert float(np.asarray(R.get_baselines(config.task.name, config)['ridge'](
+      *prompts(1))).std()) > 0
+  config.eval.baselines.lasso.alpha = -1.0
+  with pytest.raises(ConfigError, match='baselines.lasso.alpha'):
+    R.get_baselines(config.task.name, config)
+  tree = tree_config('tiny')
+  tree.eval.baselines.greedy_tree.max_prompts = 0    # 0: every prompt
+  assert R.get_baselines(tree.task.name, tree)['greedy_tree'].max_prompts is None
+  tree.eval.baselines.lasso.alpha = -1.0   # not a baseline of trees, still an error
+  with pytest.raises(ConfigError, match='baselines.lasso.alpha'):
+    R.validate_baselines_config(tree)
+  tree = tree_config('tiny')
+  tree.eval.baselines.knnn = ml_collections.ConfigDict({'k': 3})
+  with pytest.raises(ConfigError, match='eval.baselines.knnn'):
+    R.get_baselines(tree.task.name, tree)

@@ -24,9 +24,9 @@ from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir, des
                               find_os_error, read_metrics)
 
 # When one array read fails, orbax abandons the other reads' coroutines; their exceptions reach
-# the garbage collector (and an event-loop callback), which pytest reports as warnings.
-orbax_read_failure = pytest.mark.filterwarnings(
-    'ignore::pytest.PytestUnraisableExceptionWarning')
+# the garbage collector (and an event-loop callback), possibly during a later test, which
+# pytest reports as warnings. They are orbax's noise about damage these tests make on purpose.
+pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,7 +102,6 @@ def test_restore_honours_abstract_sharding_and_dtype(tmp_path):
   ckpt.close()
 
 
-@orbax_read_failure
 def test_overwritten_data_block_falls_back_to_previous_step(tmp_path):
   ckpt = save_steps(str(tmp_path), [10, 20])
   path = largest_data_file(os.path.join(str(tmp_path), '20'))
@@ -124,7 +123,6 @@ def test_overwritten_data_block_falls_back_to_previous_step(tmp_path):
 @pytest.mark.parametrize('damage', ['truncate_data', 'delete_data', 'empty_tree_metadata',
                                     'empty_checkpoint_metadata', 'corrupt_json_metadata',
                                     'empty_manifest', 'missing_digest', 'empty_digest'])
-@orbax_read_failure
 def test_damaged_newest_checkpoint_is_skipped(tmp_path, damage):
   ckpt = save_steps(str(tmp_path), [10, 20, 30])
   step_dir = os.path.join(str(tmp_path), '30')
@@ -204,7 +202,6 @@ def test_different_model_is_not_reported_as_damage(tmp_path):
   ckpt.close()
 
 
-@orbax_read_failure
 def test_unfinished_save_is_not_listed_and_resave_replaces(tmp_path):
   ckpt = save_steps(str(tmp_path), [10, 20])
   ckpt.close()

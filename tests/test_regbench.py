@@ -316,3 +316,56 @@ def test_evaluator_train_suite(task):
   by_string = result['metrics']['model']['by_string']
   assert len(by_string['accuracy']) == TINY['strings_max']
   assert sum(by_string['count']) == result['metrics']['model']['num_targets']
+
+
+# ---- context length: full prompts at the paper's string settings ------------------------------
+
+def _truncated(task, tokens_BxT):
+  """A prompt was cut iff it fills every position without being the longest possible one
+  (strings_max strings, each max_string_len symbols and a separator: all that fits)."""
+  full_B = tokens_BxT[:, -1] != task.pad_id
+  separators_B = np.sum(tokens_BxT == task.separator_id, axis=1)
+  complete_B = (tokens_BxT[:, -1] == task.separator_id) & (
+      separators_B == int(task.cfg['strings_max'])) & (
+      tokens_BxT.shape[1] == regbench.full_prompt_len(task.cfg))
+  return full_B & ~complete_B
+
+
+def _paper_strings_task(**overrides):
+  # The paper's string settings (10-19 strings of 1-49 symbols); small pools for speed.
+  return make_task(**{**{k: v for k, v in regbench.DEFAULTS.items()
+                         if k not in ('test_data_dir',)},
+                      'num_train_dfas': 20, 'num_test_dfas': 4, **overrides})
+
+
+def test_seq_len_zero_is_the_longest_prompt_and_nothing_is_cut():
+  cut = _paper_strings_task(seq_len=512)
+  full = _paper_strings_task(seq_len=0)
+  assert regbench.full_prompt_len(full.cfg) == 19 * 50 == full.seq_len == full.io().seq_len
+  cut_share = _truncated(cut, sample(cut, 0, 2048)['tokens_BxT']).mean()
+  assert 0.05 < cut_share < 0.12     # ~8.5% of prompts lose their end at 512 tokens
+  batch = sample(full, 0, 2048)
+  assert not _truncated(full, batch['tokens_BxT']).any()
+  # Every prompt ends in a separator followed by padding (or fills the context exactly).
+  tokens = batch['tokens_BxT']
+  last = np.array([row[row != full.pad_id][-1] for row in tokens])
+  np.testing.assert_array_equal(last, full.separator_id)
+
+
+def test_regbench_variants_hold_full_prompts():
+  from configs.regbench import get_config
+  for variant in ('tiny', 'small', 'standard'):
+    config = get_config(variant)
+    config.task.num_train_dfas, config.task.num_test_dfas = 20, 4
+    task = get_task(config.task)
+    assert task.seq_len >= regbench.full_prompt_len(task.cfg), variant
+    assert not _truncated(task, sample(task, 1, 256)['tokens_BxT']).any(), variant
+  assert get_config('small').task.seq_len == 0       # derived: 950 at the paper's settings
+
+
+def test_explicit_and_derived_seq_len_name_the_same_test_set():
+  from data import regbench_tfds
+  derived = regbench.merge_config(dict(seq_len=0))
+  explicit = regbench.merge_config(dict(seq_len=950))
+  assert derived == explicit
+  assert '_t950_' in regbench_tfds.config_name(derived)

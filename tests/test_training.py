@@ -23,18 +23,21 @@ def tiny_config(num_steps=20, **train):
   config.task.n_dims, config.task.n_points = 4, 8
   config.model.num_layers, config.model.d_model = 2, 32
   config.train.update(dict(num_steps=num_steps, batch_size=16, steps_per_call=5, log_every=5,
-                           checkpoint_every=10, warmup_steps=5, progress=False))
+                           checkpoint_every=10, warmup_steps=5, progress=False,
+                           keep_log_checkpoints=0))
+  config.eval.num_log_evals = 0
   config.train.update(train)
   return config
 
 
 def losses(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line)['loss'] for line in f]
+    rows = [json.loads(line) for line in f]
+  return [row['loss'] for row in rows if row.get('kind', 'train') == 'train']
 
 
-def params_of(result):
-  return jax.tree.leaves(jax.device_get(result['state']['params']))
+def params_of(result, seed_index=0):
+  return [x[seed_index] for x in jax.tree.leaves(jax.device_get(result['state']['params']))]
 
 
 def test_eight_devices_match_one(tmp_path):

@@ -204,7 +204,9 @@ def train(config, workdir: str, *, overwrite: bool = False, devices=None,
   NonFiniteLossError (without saving) when the loss or gradient stops being finite.
   """
   setup = make_setup(config, devices)     # all validation happens here, before compiling
-  init = load_init_params(setup, log)      # train.init_from: checked before anything is written
+  init = None
+  if _needs_init_params(setup, workdir):   # train.init_from: checked before anything is written
+    init = load_init_params(setup, log)
   is_main = jax.process_index() == 0
   clear = check_workdir(config, workdir, overwrite)
   try:
@@ -216,6 +218,18 @@ def train(config, workdir: str, *, overwrite: bool = False, devices=None,
       return _train_locked(setup, init, workdir, clear, is_main, log, stop_after)
     except OSError as e:
       raise WorkdirError(describe_os_error(e, 'writing the run')) from None
+
+
+def _needs_init_params(setup: Setup, workdir: str) -> bool:
+  """A resumed run restores its own checkpoint and stored reference: the run it started from
+  may have moved on or gone."""
+  if not setup.config.train.init_from:
+    return False
+  directory = os.path.join(workdir, 'checkpoints')
+  resumable = os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
+  needs_reference = setup.objective_metadata['needs_reference']
+  return not resumable or (needs_reference and not os.path.isdir(
+      os.path.join(workdir, 'reference', 'params')))
 
 
 class _nothing:
@@ -250,6 +264,9 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
       log(f'resumed from checkpoint at step {start_step}')
     else:
       start_step = 0
+      if init is None and t.init_from:     # no intact checkpoint after all: start over
+        init = load_init_params(setup, log)
+        graphdef, rest, state = init_state(setup, init.params)
     if setup.objective_metadata['needs_reference']:
       if reference.exists():
         frozen, frozen_shared = reference.restore()

@@ -6,16 +6,19 @@ Each member: configs/regbench.py:tiny (1,500 steps of batch 32, 256-token prompt
 parameters; all are scored on the same frozen test prompts (data/regbench_tfds.py).
 """
 
+from models.zoo import position_for
+
 MIXERS = ['attention', 'linear_attention', 'retention', 'mamba', 's4d', 'hyena', 'lstm']
 
 
 def get_sweep():
-  members = []
-  for mixer in MIXERS:
-    members.append({'name': mixer, 'model.mixer': mixer,
-                    'model.position': 'learned' if mixer == 'attention' else 'none'})
-  members.append({'name': 'attention+ngram_head', 'model.mixer': 'attention,ngram_head,attention',
-                  'model.position': 'learned'})
+  # One rule (models.zoo.position_for): learned positions where a layer's mixer is blind to
+  # order (attention, linear attention), none otherwise.
+  members = [{'name': mixer, 'model.mixer': mixer, 'model.position': position_for(mixer)}
+             for mixer in MIXERS]
+  pattern = 'attention,ngram_head,attention'
+  members.append({'name': 'attention+ngram_head', 'model.mixer': pattern,
+                  'model.position': position_for(pattern)})
   return {
       'config': 'configs/regbench.py:tiny',
       'overrides': {'train.progress': False, 'train.num_steps': 1500},
