@@ -1,63 +1,35 @@
 """Run a sweep of training runs (e.g. every mixer at matched size), evaluate each, tabulate.
 
   python sweep.py --sweep configs/sweeps/mixer_zoo.py --workdir runs/mixer_zoo [--only a,b]
+  python sweep.py --sweep ... --workdir ... --worker 3 --num-workers 8   # one machine's share
+  python sweep.py --sweep ... --workdir ... --gather                      # table only
 
-A sweep file defines `get_sweep() -> dict` with keys
-  config:        'configs/<task>.py:<variant>' every member starts from
-  overrides:     {'train.num_steps': 2000, ...} applied to every member
-  members:       [{'name': 'mamba', 'model.mixer': 'mamba', ...}, ...]
-  match_params:  target parameter count (0: off); each member's model.d_model is chosen so its
-                 parameter count is closest to it (multiples of model.num_heads)
-  suite:         evaluation suite for the table; report: evaluator-specific table options
-Each member trains in <workdir>/<name> (re-running resumes or skips finished members) and is
-evaluated; <workdir>/summary.json, summary.md and summary.png collect the results.
+The sweep file format is described in training/sweeps.py. Members that share every shape
+train together as one vmapped run. Each run lives in <workdir>/<run> (re-running resumes or
+skips finished runs). Without --worker every run is trained here and the table written
+(<workdir>/summary.{json,md,png}); with --worker I --num-workers N only the runs of share I
+(deterministic, by run name) are trained, e.g. one task of a SLURM job array each; --gather
+writes the table from whatever has finished, training nothing.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 from absl import app, flags
 
 from cli import fail, parse_flags
-from models.zoo import count_params, match_width  # noqa: F401  (moved; re-exported)
+from models.zoo import count_params, match_width  # noqa: F401  (library functions)
+from training.sweeps import member_config, set_key  # noqa: F401
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (configs/sweeps/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per member.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these members.')
 _NUM_PROMPTS = flags.DEFINE_integer('num_prompts', 0, 'Evaluation prompts (0: config).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace member runs whose config changed.')
-
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location('_sweep', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def set_key(config, dotted: str, value):
-  node = config
-  parts = dotted.split('.')
-  for part in parts[:-1]:
-    if part not in node:
-      raise KeyError(f'sweep override {dotted!r}: no section {part!r}')
-    node = node[part]
-  if parts[-1] not in node:
-    raise KeyError(f'sweep override {dotted!r}: unknown key; known: {", ".join(sorted(node))}')
-  node[parts[-1]] = value
-
-
-def member_config(sweep, member):
-  path, _, variant = sweep['config'].partition(':')
-  config = _load(path).get_config(variant or None)
-  for key, value in {**sweep.get('overrides', {}), **member}.items():
-    if key != 'name':
-      set_key(config, key, value)
-  if sweep.get('match_params'):
-    match_width(config, sweep['match_params'])
-  return config
+_WORKER = flags.DEFINE_integer('worker', None, 'Train only share I of the runs (0-based).')
+_NUM_WORKERS = flags.DEFINE_integer('num-workers', None, 'Number of shares (with --worker).')
+_GATHER = flags.DEFINE_bool('gather', False, 'Write the table from finished runs only.')
 
 
 def main(argv):
@@ -67,64 +39,68 @@ def main(argv):
     fail(f'unexpected arguments {argv[1:]}')
   if not _SWEEP.value or not _WORKDIR.value:
     fail('--sweep and --workdir are required')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
-  import numpy as np
-  from analysis.base import make_model_fns
-  from analysis.evaluators import get_evaluator
-  from data import TASKS
-  from training.loop import restore_model, train
-  sweep = _load(_SWEEP.value).get_sweep()
-  members = [m for m in sweep['members'] if not _ONLY.value or m['name'] in _ONLY.value]
-  unknown = set(_ONLY.value) - {m['name'] for m in sweep['members']}
-  if unknown:
-    fail(f'--only names unknown members {sorted(unknown)}; known: '
-         f'{", ".join(m["name"] for m in sweep["members"])}')
-  configs = {}
-  for member in members:  # validate every member before training any
-    try:
-      configs[member['name']] = member_config(sweep, member)
-    except (KeyError, ValueError) as e:
-      fail(f'member {member["name"]}: {e}')
+  worker, num_workers = _WORKER.value, _NUM_WORKERS.value
+  if (worker is None) != (num_workers is None):
+    fail('--worker and --num-workers go together')
+  if num_workers is not None and (num_workers < 1 or not 0 <= worker < num_workers):
+    fail(f'--worker={worker} --num-workers={num_workers} is invalid: need '
+         f'0 <= worker < num-workers')
+  if _NUM_PROMPTS.value < 0:
+    fail(f'--num_prompts={_NUM_PROMPTS.value} is invalid: must be >= 0 (0: the config\'s)')
+  if _GATHER.value and worker is not None:
+    fail('--gather trains nothing: drop --worker / --num-workers')
+  from core import ConfigError
+  from training import sweeps
+  from training.workdir import WorkdirError, check_writable_dir
+  try:
+    sweep = sweeps.load_sweep(_SWEEP.value)
+    known = [m['name'] for m in sweep['members']]
+    unknown = sorted(set(_ONLY.value) - set(known))
+    if unknown:
+      raise ConfigError(f'--only names unknown members {unknown}; known: {", ".join(known)}')
+    members = [m for m in sweep['members'] if not _ONLY.value or m['name'] in _ONLY.value]
+    groups = sweeps.plan_groups(sweep, members)   # validates every member before training
+    if not _GATHER.value:
+      from training.setup import make_setup
+      for group in groups:
+        make_setup(group.config)
+    check_writable_dir(_WORKDIR.value)
+  except (ConfigError, WorkdirError) as e:
+    fail(str(e))
+  except (KeyError, ValueError) as e:
+    fail(str(e).strip('"\''))
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  summary_path = os.path.join(_WORKDIR.value, 'summary.json')
-  summary = {}
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-  for member in members:
-    name, config = member['name'], configs[member['name']]
-    workdir = os.path.join(_WORKDIR.value, name)
-    print(f'=== {name}: d_model={config.model.d_model}', flush=True)
-    train(config, workdir, overwrite=_OVERWRITE.value)
-    config, task, model, step = restore_model(workdir)
-    evaluator = get_evaluator(TASKS[config.task.name].eval_family)
-    suite = sweep.get('suite') or evaluator.SUITES[0]
-    result = evaluator.run_suite(suite, make_model_fns(model, task), task, config,
-                                 num_prompts=_NUM_PROMPTS.value or config.eval.num_prompts,
-                                 seed=config.eval.seed, batch_size=config.eval.batch_size)
-    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    with open(os.path.join(workdir, 'eval', f'{suite}.json'), 'w') as f:
-      json.dump(result, f)
-    evaluator.plot(result, os.path.join(workdir, 'eval', f'{suite}.png'))
-    with open(os.path.join(workdir, 'model_info.json')) as f:
-      info = json.load(f)
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      rates = [json.loads(line)['steps_per_sec'] for line in f]
-    summary[name] = {'task': config.task.name, 'mixer': config.model.mixer, 'd_model': config.model.d_model,
-                     'params': info['param_count'], 'state_size': info['state_size'],
-                     'steps_per_sec': float(np.median(rates)) if rates else None,
-                     'steps': step, 'suite': suite, 'result': result}
-    with open(summary_path, 'w') as f:
-      json.dump(summary, f)
+  if not _GATHER.value:
+    from training.loop import NonFiniteLossError
+    mine = sweeps.worker_groups(groups, worker, num_workers or 1)
+    for group in mine:
+      if sweeps.finished(group, _WORKDIR.value) and not _OVERWRITE.value:
+        print(f'=== {group.name}: finished, skipped', flush=True)
+        continue
+      try:
+        sweeps.run_group(group, sweep, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                         num_prompts=_NUM_PROMPTS.value)
+      except (ConfigError, WorkdirError, NonFiniteLossError) as e:
+        fail(f'run {group.name}: {e}')
+    if worker is not None:
+      print(f'worker {worker}/{num_workers}: {len(mine)} run(s) done; gather with --gather')
+      return
+  summary = sweeps.gather(groups, _WORKDIR.value)
+  if not summary:
+    fail(f'no finished runs in {_WORKDIR.value} yet')
+  missing = sorted({m['name'] for m in members} - set(summary))
+  if missing:
+    print(f'not finished yet (left out of the table): {", ".join(missing)}')
+  with open(os.path.join(_WORKDIR.value, 'summary.json'), 'w') as f:
+    json.dump(summary, f)
   write_tables(sweep, summary, _WORKDIR.value)
 
 
 def write_tables(sweep, summary, workdir):
+  from analysis import sweep_tables
   from data import TASKS
   task_name = next(iter(summary.values()))['task']
-  from analysis import sweep_tables
-  family = TASKS[task_name].eval_family
+  family = TASKS.metadata(task_name)['eval_family']
   lines = sweep_tables.TABLES[family](summary, **sweep.get('report', {}))
   with open(os.path.join(workdir, 'summary.md'), 'w') as f:
     f.write(lines + '\n')

@@ -251,6 +251,9 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
         f'generation state {info["state_size"]:,} floats/sequence; seeds: {setup.seeds}; '
         f'devices: {len(setup.mesh.devices.flat)}')
 
+  if jax.process_count() > 1:    # no process reads the workdir before process 0 prepared it
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('icl_lab:workdir_prepared')
   graphdef, rest, state = init_state(setup, init.params if init else None)
   reference = ReferenceStore(workdir, setup.mesh)
   frozen, frozen_shared = None, False
