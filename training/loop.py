@@ -26,7 +26,7 @@ from training.init_from import load_init_params, ReferenceStore
 from training.setup import Setup, eval_steps, log_spaced_steps, make_setup
 from training.step import init_state, make_eval_fn, make_train_fn
 from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir,
-                              describe_os_error, read_metrics)
+                              describe_os_error, find_os_error, read_metrics)
 
 # Keys that may differ when a run is resumed (extending a run, changing how often it logs).
 RESUMABLE_DIFFERENCES = ('train.num_steps', 'train.log_every', 'train.progress',
@@ -216,8 +216,14 @@ def train(config, workdir: str, *, overwrite: bool = False, devices=None,
   with WorkdirLock(workdir) if is_main else _nothing():
     try:
       return _train_locked(setup, init, workdir, clear, is_main, log, stop_after)
-    except OSError as e:
-      raise WorkdirError(describe_os_error(e, 'writing the run')) from None
+    except (ConfigError, WorkdirError, NonFiniteLossError):
+      raise
+    except Exception as e:  # a full disk or a failed write, possibly wrapped by orbax's threads
+      os_error = find_os_error(e)
+      if os_error is None:
+        raise
+      raise WorkdirError(describe_os_error(os_error, 'writing the run') +
+                         '; the last complete checkpoint is intact: re-run to resume') from None
 
 
 def _needs_init_params(setup: Setup, workdir: str) -> bool:
