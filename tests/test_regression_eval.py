@@ -198,8 +198,6 @@ def test_unknown_suite(stand_ins):
 
 
 def test_with_real_baselines_and_stats():
-  pytest.importorskip('analysis.stats')
-  pytest.importorskip('baselines.regression')
   result, _ = run('in_distribution', make_config('linear_regression'), model_kind='zero',
                   num_prompts=64, batch_size=32)
   json.dumps(result, allow_nan=False)
