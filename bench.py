@@ -3,10 +3,13 @@
   python bench.py                          # tiny / small / standard on linear regression
   python bench.py --sizes=standard --steps=20
   python bench.py --mixers=all --lengths=128,256,512,1024,2048,4096   # step time vs length
+  python bench.py --seeds=1,8,32           # one step training N tiny models at once vs 1
 
-Prints a markdown table: compile time, steps/s, examples/s, peak memory, and model FLOP
-utilisation against the float32 matrix-multiply peak measured here on the same machine.
-Each configuration runs in a fresh subprocess so that peak memory is its own.
+Prints the matrix-multiply peak (measured here: median and spread of repeated timed trials;
+theoretical: from the CPU's vector units and clock, or the GPU's datasheet, where known), then
+a markdown table: compile time, steps/s, examples/s, peak memory, and model FLOP utilisation
+against both peaks. Each configuration runs in a fresh subprocess so that peak memory is its
+own. Peak measurement lives in training/perf.py.
 """
 from __future__ import annotations
 
@@ -27,24 +30,16 @@ _LENGTHS = flags.DEFINE_list('lengths', ['128', '256', '512', '1024', '2048', '4
                              'Sequence lengths (tokens) for --mixers.')
 _BATCH = flags.DEFINE_integer('batch', 0, 'Batch size override (0: the config\'s).')
 _DTYPE = flags.DEFINE_string('dtype', 'float32', 'Compute dtype: float32 | bfloat16.')
+_SEEDS = flags.DEFINE_list('seeds', [], 'Seed counts N (e.g. 1,8,32): time one step training '
+                           'N models at once (train.num_seeds) of the first --sizes entry.')
+_STEPS_PER_CALL = flags.DEFINE_integer('steps_per_call', 0, 'Fused steps per call (0: 10 for '
+                                       'tiny, 5 for small, 1 for standard).')
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    'keep_freed_memory', False, 'Workers keep freed host memory (training.perf.'
+    'keep_freed_memory): no per-call page faults on the CPU backend.')
+_PEAK_TRIALS = flags.DEFINE_integer('peak_trials', 20, 'Timed trials of the matmul peak.')
 _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
 _WORKER = flags.DEFINE_string('_worker', '', 'Internal: run one configuration.')
-
-
-def matmul_peak_flops(dtype='float32', n=2048, repeats=10):
-  """Best FLOP/s of an n x n x n matrix product: the machine's practical matmul peak."""
-  import jax
-  import jax.numpy as jnp
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype=jnp.dtype(dtype))
-  b = jax.random.normal(jax.random.key(1), (n, n), dtype=jnp.dtype(dtype))
-  f = jax.jit(lambda a, b: a @ b)
-  f(a, b).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best
 
 
 def model_flops_per_step(config, io, param_count_nonembed, num_layers, d_model, seq_len,
@@ -71,6 +66,9 @@ def peak_memory_bytes():
 
 def run_worker(spec):
   """One configuration (or one per entry of spec['lengths']): prints JSON rows."""
+  if spec.get('keep_freed_memory'):
+    from training.perf import keep_freed_memory
+    keep_freed_memory()      # before JAX starts its thread pools
   if 'lengths' in spec:
     rows = []
     for length in spec['lengths']:

@@ -19,8 +19,6 @@ import os
 from absl import app, flags
 
 from cli import fail, parse_flags
-from models.zoo import count_params, match_width  # noqa: F401  (library functions)
-from training.sweeps import member_config, set_key  # noqa: F401
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (configs/sweeps/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per member.')

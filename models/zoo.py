@@ -40,28 +40,26 @@ def position_for(mixer_pattern: str) -> str:
   return 'learned' if any(needs_positions(n) for n in _pattern(mixer_pattern)) else 'none'
 
 
-def count_params(config) -> int:
-  """Parameter count of the model `config` builds, without allocating (abstract evaluation of
-  the constructor)."""
-  from data import get_task  # pylint: disable=g-import-not-at-top
+def count_params(model_config, io) -> int:
+  """Parameter count of the model `model_config` builds for a task's `io` (a core.ModelIO),
+  without allocating (abstract evaluation of the constructor)."""
   from models.model import build_model  # pylint: disable=g-import-not-at-top
-  io = get_task(config.task).io()
-  abstract = nnx.eval_shape(lambda: build_model(io, config.model, seed=0))
+  abstract = nnx.eval_shape(lambda: build_model(io, model_config, seed=0))
   return int(sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param))))
 
 
-def match_width(config, target: int) -> None:
-  """Sets model.d_model to bring the parameter count nearest `target`.
+def match_width(model_config, io, target: int) -> None:
+  """Sets model_config.d_model to bring the parameter count nearest `target`.
 
   Widths are multiples of 2 * num_heads (even head dimensions, as rotary and retention need);
   a width a mixer rejects (GLA's halved key width must divide by the heads) is skipped.
   """
-  unit = 2 * config.model.num_heads
+  unit = 2 * model_config.num_heads
 
   def count(multiple):
-    config.model.d_model = multiple * unit
+    model_config.d_model = multiple * unit
     try:
-      return count_params(config)
+      return count_params(model_config, io)
     except ConfigError:
       return None
 
@@ -80,5 +78,5 @@ def match_width(config, target: int) -> None:
     if value is not None and (best is None or abs(value - target) < best[0]):
       best = (abs(value - target), multiple * unit)
   if best is None:
-    raise ValueError(f'no width near {target:,} parameters is valid for {config.model.mixer}')
-  config.model.d_model = best[1]
+    raise ValueError(f'no width near {target:,} parameters is valid for {model_config.mixer}')
+  model_config.d_model = best[1]

@@ -8,7 +8,8 @@ import pytest
 
 from configs.common import train_config
 from data.base import ConfigError
-from training.optimizer import _decays, learning_rate_schedule, make_optimizer
+from training.optimizer import (_decays, learning_rate_schedule, make_optimizer,
+                                validate_optimizer_config)
 
 
 def test_warmup_then_cosine_closed_form():
@@ -29,7 +30,9 @@ def test_constant_schedule_and_bad_values():
   assert float(learning_rate_schedule(t)(12345)) == pytest.approx(3e-4)
   t.schedule = 'step'
   with pytest.raises(ConfigError, match='train.schedule'):
-    learning_rate_schedule(t)
+    validate_optimizer_config(t)
+  with pytest.raises(ConfigError, match='train.schedule'):
+    make_optimizer(t)
 
 
 def test_weight_decay_only_on_matrices_not_dynamics():

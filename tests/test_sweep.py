@@ -11,15 +11,17 @@ def test_match_width_finds_the_closest_valid_width(mixer):
   config = get_config('tiny')
   config.model.mixer = mixer
   target = 90_000
-  match_width(config, target)
-  chosen = count_params(config)
+  from data import get_task
+  io = get_task(config.task).io()
+  match_width(config.model, io, target)
+  chosen = count_params(config.model, io)
   # Brute force over every width that is a multiple of 2 * num_heads and builds.
   from data.base import ConfigError
   best = None
   for d_model in range(4, 161, 4):
     config.model.d_model = d_model
     try:
-      gap = abs(count_params(config) - target)
+      gap = abs(count_params(config.model, io) - target)
     except ConfigError:
       continue
     best = gap if best is None else min(best, gap)

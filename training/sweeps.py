@@ -72,8 +72,9 @@ def member_config(sweep, member):
     if key != 'name':
       set_key(config, key, value)
   if sweep.get('match_params'):
+    from data import get_task
     from models.zoo import match_width
-    match_width(config, sweep['match_params'])
+    match_width(config.model, get_task(config.task).io(), sweep['match_params'])
   return config
 
 
