@@ -78,15 +78,33 @@ def run_worker(spec):
   print('ROW ' + json.dumps(_time_one(spec)))
 
 
+def _train_fn_api():
+  """(init_state, make_setup, compile(setup, graphdef, rest, state, n) -> call(state) -> (state,
+  metrics)) for the loop's current API (step.py's (state, rest, frozen) step or the older
+  loop.py's state-only step)."""
+  import inspect
+  try:
+    from training.setup import make_setup
+    from training.step import init_state, make_train_fn
+  except ImportError:
+    from training.loop import init_state, make_setup, make_train_fn
+  if 'rest' in inspect.signature(make_train_fn).parameters:      # make_train_fn(setup, g, rest, n)
+    def compile_fn(setup, graphdef, rest, state, n):
+      return make_train_fn(setup, graphdef, rest, n).lower(state).compile()
+  else:                                                           # (state, rest_N, frozen)
+    def compile_fn(setup, graphdef, rest, state, n):
+      compiled = make_train_fn(setup, graphdef, n).lower(state, rest, None).compile()
+      return lambda state: compiled(state, rest, None)
+  return init_state, make_setup, compile_fn
+
+
 def _time_one(spec):
   """Compile, warm up and time one configuration; returns its row."""
   import jax
-  import numpy as np
   from flax import nnx
-  from configs.common import SIZES
-  from training.loop import init_state, make_setup, make_train_fn
   from models.model import param_count
   import importlib
+  init_state, make_setup, compile_fn = _train_fn_api()
   module = importlib.import_module(f'configs.{spec["task"]}')
   config = module.get_config(spec['size'])
   config.model.dtype = spec['dtype']
@@ -100,6 +118,12 @@ def _time_one(spec):
       config.task.curriculum = False
   if spec.get('batch'):
     config.train.batch_size = spec['batch']
+  num_seeds = spec.get('num_seeds', 1)
+  if 'num_seeds' in spec:
+    if 'num_seeds' not in config.train:
+      raise RuntimeError('config.train.num_seeds does not exist in this version of the configs: '
+                         '--seeds needs the vmapped multi-seed step')
+    config.train.num_seeds = num_seeds
   steps_per_call = spec['steps_per_call']
   config.train.steps_per_call = steps_per_call
   config.train.checkpoint_every = steps_per_call
@@ -110,9 +134,9 @@ def _time_one(spec):
   if setup.model.learned_positions:
     embed += sum(x.size for x in jax.tree.leaves(
         nnx.state(setup.model.position_embedding, nnx.Param)))
-  params = param_count(setup.model)
+  params = param_count(setup.model)                 # one model (seed 0)
   t0 = time.perf_counter()
-  compiled = make_train_fn(setup, graphdef, rest, steps_per_call).lower(state).compile()
+  compiled = compile_fn(setup, graphdef, rest, state, steps_per_call)
   compile_s = time.perf_counter() - t0
   state, metrics = compiled(state)
   jax.block_until_ready(metrics)
@@ -129,19 +153,35 @@ def _time_one(spec):
   elapsed = time.perf_counter() - t0
   steps_per_s = calls * steps_per_call / elapsed
   batch = config.train.batch_size
-  flops = model_flops_per_step(config, io, params - embed, config.model.num_layers,
-                               config.model.d_model, io.seq_len, batch)
+  flops = num_seeds * model_flops_per_step(config, io, params - embed, config.model.num_layers,
+                                           config.model.d_model, io.seq_len, batch)
   row = dict(task=spec['task'], size=spec['size'], mixer=config.model.mixer,
              layers=config.model.num_layers, d_model=config.model.d_model,
              heads=config.model.num_heads, seq_len=io.seq_len, batch=batch,
+             num_seeds=num_seeds, steps_per_call=steps_per_call, calls=calls,
              params=params, compile_s=compile_s, steps_per_s=steps_per_s,
-             step_ms=1000 / steps_per_s, examples_per_s=steps_per_s * batch,
-             tokens_per_s=steps_per_s * batch * io.seq_len,
+             step_ms=1000 / steps_per_s, seed_step_ms=1000 / steps_per_s / num_seeds,
+             examples_per_s=steps_per_s * batch * num_seeds,
+             tokens_per_s=steps_per_s * batch * io.seq_len * num_seeds,
              peak_memory_mb=peak_memory_bytes() / 2 ** 20,
              model_flops_per_step=flops, achieved_flops=flops * steps_per_s,
              device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
-             dtype=spec['dtype'], state_size=setup.model.state_size())
+             dtype=spec['dtype'], state_size=setup.model.state_size(),
+             keep_freed_memory=bool(spec.get('keep_freed_memory')))
   return row
+
+
+def _default_steps_per_call(size):
+  if _STEPS_PER_CALL.value:
+    return _STEPS_PER_CALL.value
+  return 10 if size == 'tiny' else (5 if size == 'small' else 1)
+
+
+def _mfu_cells(row, measured, theoretical):
+  row['mfu_measured'] = row['achieved_flops'] / measured.median
+  row['mfu_theoretical'] = row['achieved_flops'] / theoretical.flops if theoretical else None
+  return (f'{100 * row["mfu_measured"]:.0f}% | ' +
+          (f'{100 * row["mfu_theoretical"]:.0f}%' if theoretical else 'n/a'))
 
 
 def spawn(spec):
@@ -155,6 +195,27 @@ def spawn(spec):
   raise RuntimeError(f'benchmark worker failed for {spec}')
 
 
+def print_peaks(dtype, trials):
+  """Measures and prints the matmul peak; returns (MatmulPeak, TheoreticalPeak or None)."""
+  import jax
+  from training import perf
+  measured = perf.measure_matmul_peak(dtype, trials=trials)
+  theoretical = perf.theoretical_peak(dtype)
+  device = jax.devices()[0]
+  unit, name = (1e12, 'TFLOP/s') if device.platform != 'cpu' else (1e9, 'GFLOP/s')
+  print(f'device: {device.device_kind} x{jax.device_count()}; {perf.usable_cpu_cores():g} usable '
+        f'CPU cores')
+  print(f'{dtype} matmul peak, measured: {measured.describe(unit, name)}')
+  if theoretical:
+    print(f'{dtype} peak, theoretical: {theoretical.flops / unit:.1f} {name} '
+          f'({theoretical.description})')
+  else:
+    print(f'{dtype} peak, theoretical: not known for this hardware')
+  print('MFU: model FLOP/s over the measured median (MFU meas.) and over the theoretical '
+        'peak (MFU theor.)')
+  return measured, theoretical
+
+
 def main(argv):
   from cli import quiet_logs
   quiet_logs()
@@ -163,10 +224,9 @@ def main(argv):
     run_worker(json.loads(_WORKER.value))
     return
   import jax
-  peak = matmul_peak_flops(_DTYPE.value)
+  measured, theoretical = print_peaks(_DTYPE.value, _PEAK_TRIALS.value)
   device = jax.devices()[0].device_kind
-  print(f'device: {device} x{jax.device_count()}; {os.cpu_count()} CPU cores; measured '
-        f'{_DTYPE.value} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s')
+  keep = _KEEP_FREED_MEMORY.value
   rows = []
   if _MIXERS.value:
     from models.mixers import MIXERS
@@ -178,33 +238,62 @@ def main(argv):
     for name in names:
       spec = dict(task=_TASK.value, size=_SIZES.value[0], dtype=_DTYPE.value, mixer=name,
                   lengths=[int(l) for l in _LENGTHS.value], batch=_BATCH.value or 8,
-                  steps_per_call=1, calls=_STEPS.value or 3)
+                  steps_per_call=_STEPS_PER_CALL.value or 1, calls=_STEPS.value or 3,
+                  keep_freed_memory=keep)
       mixer_rows = spawn(spec)  # one process per mixer, every length
       rows.extend(mixer_rows)
       cells = [f'{row["step_ms"]:.1f}' for row in mixer_rows]
       ratio = mixer_rows[-1]['step_ms'] / mixer_rows[-2]['step_ms'] if len(mixer_rows) > 1 else 1
       print(f'| {name} | {mixer_rows[0]["params"]:,} | ' + ' | '.join(cells) +
             f' | {ratio:.1f}x |', flush=True)
-  else:
-    print('| size | layers/width/heads | params | seq | batch | compile (s) | steps/s | '
-          'examples/s | peak mem (MiB) | model TFLOP/s | MFU vs measured peak |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
-    for size in _SIZES.value:
-      steps_per_call = 10 if size == 'tiny' else (5 if size == 'small' else 1)
+  elif _SEEDS.value:
+    size = _SIZES.value[0]
+    steps_per_call = _default_steps_per_call(size)
+    print(f'{size} model, {steps_per_call} steps per call: N seeds trained at once '
+          f'(train.num_seeds=N) in one vmapped step')
+    print('| seeds N | params/seed | batch/seed | compile (s) | step (ms) | ms per seed-step | '
+          'step time / N=1 | seed-steps/s | throughput / N=1 | peak mem (MiB) | MFU meas. | '
+          'MFU theor. |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    base = None
+    for n in [int(x) for x in _SEEDS.value]:
       calls = _STEPS.value // steps_per_call if _STEPS.value else 0
       spec = dict(task=_TASK.value, size=size, dtype=_DTYPE.value, batch=_BATCH.value,
-                  steps_per_call=steps_per_call, calls=calls)
+                  steps_per_call=steps_per_call, calls=calls, num_seeds=n,
+                  keep_freed_memory=keep)
       row = spawn(spec)
-      row['mfu'] = row['achieved_flops'] / peak
+      base = base or row                     # the first N listed is the reference
+      row['step_ratio'] = row['step_ms'] / base['step_ms']
+      row['throughput_ratio'] = (row['num_seeds'] / row['step_ms']) / (
+          base['num_seeds'] / base['step_ms'])
+      rows.append(row)
+      print(f'| {n} | {row["params"]:,} | {row["batch"]} | {row["compile_s"]:.1f} | '
+            f'{row["step_ms"]:.1f} | {row["seed_step_ms"]:.2f} | {row["step_ratio"]:.2f}x | '
+            f'{1000 / row["seed_step_ms"]:.1f} | {row["throughput_ratio"]:.2f}x | '
+            f'{row["peak_memory_mb"]:.0f} | {_mfu_cells(row, measured, theoretical)} |',
+            flush=True)
+  else:
+    print('| size | layers/width/heads | params | seq | batch | steps/call | compile (s) | '
+          'steps/s | examples/s | peak mem (MiB) | model TFLOP/s | MFU meas. | MFU theor. |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for size in _SIZES.value:
+      steps_per_call = _default_steps_per_call(size)
+      calls = _STEPS.value // steps_per_call if _STEPS.value else 0
+      spec = dict(task=_TASK.value, size=size, dtype=_DTYPE.value, batch=_BATCH.value,
+                  steps_per_call=steps_per_call, calls=calls, keep_freed_memory=keep)
+      row = spawn(spec)
       rows.append(row)
       print(f'| {size} | {row["layers"]}/{row["d_model"]}/{row["heads"]} | {row["params"]:,} | '
-            f'{row["seq_len"]} | {row["batch"]} | {row["compile_s"]:.1f} | '
+            f'{row["seq_len"]} | {row["batch"]} | {steps_per_call} | {row["compile_s"]:.1f} | '
             f'{row["steps_per_s"]:.2f} | {row["examples_per_s"]:.0f} | '
             f'{row["peak_memory_mb"]:.0f} | {row["achieved_flops"] / 1e12:.3f} | '
-            f'{100 * row["mfu"]:.0f}% |', flush=True)
+            f'{_mfu_cells(row, measured, theoretical)} |', flush=True)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
-      json.dump({'matmul_peak_flops': peak, 'device': device, 'rows': rows}, f, indent=2)
+      json.dump({'matmul_peak': measured.to_dict(),
+                 'theoretical_peak_flops': theoretical.flops if theoretical else None,
+                 'theoretical_peak': theoretical.description if theoretical else None,
+                 'device': device, 'rows': rows}, f, indent=2)
 
 
 if __name__ == '__main__':

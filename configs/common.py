@@ -71,6 +71,7 @@ def eval_config() -> ml_collections.ConfigDict:
       every=0,                  # evaluate during training every N steps (0: off)
       num_log_evals=12,         # ... and at this many log-spaced steps (0: off)
       train_prompts=256,        # prompts of each evaluation during training
+      train_suites='',          # full suites (with baselines) also run at those steps: 'a,b'
       num_prompts=1280,
       batch_size=256,
       seed=12345,

@@ -186,3 +186,26 @@ def test_frozen_reference_never_changes_and_survives_resume(tmp_path):
         train(config, str(tmp_path / 'x'), devices=ONE, log=quiet)
     finally:
       regression.LinearRegression.objectives = accepted
+
+
+def test_full_suites_on_the_schedule_match_a_later_evaluation(tmp_path):
+  config = tiny_config(20)
+  config.eval.num_log_evals = 2
+  config.eval.train_suites = 'in_distribution,scaled_x'
+  config.eval.train_prompts = 16
+  workdir = str(tmp_path / 'run')
+  train(config, workdir, devices=ONE, log=quiet)
+  evals = [r for r in rows(workdir, 'eval') if 'eval/scaled_x/model_error_last' in r]
+  assert [r['step'] for r in evals] == [1, 20]
+  during = json.load(open(os.path.join(workdir, 'eval', 'in_distribution', 'step_20.json')))
+  from analysis.evaluators import get_evaluator
+  from analysis.run_eval import evaluate_seed
+  after = evaluate_seed(restore_run(workdir), 0, get_evaluator('regression'),
+                        'in_distribution', num_prompts=16, seed=config.eval.seed)
+  np.testing.assert_allclose(during['curves']['model']['mean'],
+                             after['curves']['model']['mean'], rtol=1e-5)
+  assert evals[-1]['eval/in_distribution/model_error_last'] == pytest.approx(
+      after['curves']['model']['mean'][-1], rel=1e-5)
+  config.eval.train_suites = 'in_distribution,upside_down'
+  with pytest.raises(ConfigError, match='eval.train_suites.*suites of this task'):
+    train(config, str(tmp_path / 'bad'), devices=ONE, log=quiet)

@@ -196,6 +196,49 @@ class ScheduledEval(Hook):
       plot_position_curves_through_training(self.dir, os.path.join(self.dir, 'curves.png'))
 
 
+class ScheduledSuites(Hook):
+  """Full evaluation suites (model against baselines, analysis/) at the scheduled steps, run on
+  the host for every seed: eval/<suite>/step_<n>[_seed_<i>].json and a row per step with the
+  model's last-position value of each headline curve. Slower than ScheduledEval (baselines are
+  recomputed each time); meant for the few steps where a study needs the full comparison."""
+
+  def __init__(self, setup, graphdef, steps, suites, writer: MetricsWriter, workdir: str,
+               num_prompts: int, enabled: bool):
+    self.setup, self.graphdef, self.steps = setup, graphdef, set(steps)
+    self.suites, self.writer, self.workdir = list(suites), writer, workdir
+    self.num_prompts, self.enabled = num_prompts, enabled
+
+  def stops(self):
+    return set(self.steps) if self.suites else set()
+
+  def after_call(self, loop, step):
+    if not self.suites or step not in self.steps or not self.enabled:
+      return
+    from analysis.evaluators import get_evaluator
+    from analysis.run_eval import evaluate_seed
+    loop.drain()
+    config = self.setup.config
+    evaluator = get_evaluator(self.setup.task.eval_family)
+    run = {'setup': self.setup, 'graphdef': self.graphdef, 'config': config, 'step': step,
+           'params': loop.state['params'], 'rest': loop.rest}
+    row = {'step': step, 'kind': 'eval'}
+    for suite in self.suites:
+      directory = os.path.join(self.workdir, 'eval', suite)
+      os.makedirs(directory, exist_ok=True)
+      heads: Dict[str, list] = {}
+      for i in range(self.setup.num_seeds):
+        result = evaluate_seed(run, i, evaluator, suite, num_prompts=self.num_prompts,
+                               seed=config.eval.seed)
+        name = f'step_{step}.json' if self.setup.num_seeds == 1 else f'step_{step}_seed_{i}.json'
+        write_json_atomic(os.path.join(directory, name), result)
+        for label, (_, curve) in evaluator.seed_curves(result).items():
+          finite = [v for v in curve if v is not None]
+          heads.setdefault(label, []).append(finite[-1] if finite else float('nan'))
+      for label, values in heads.items():
+        row[f'eval/{suite}/{label.replace(" ", "_")}_last'] = _values(np.asarray(values))
+    self.writer.write(row)
+
+
 def write_json_atomic(path: str, obj) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

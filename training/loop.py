@@ -303,6 +303,10 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
         hooks_lib.ScheduledEval(eval_fn, [s for s in eval_steps(config) if s > start_step],
                                 writer, workdir, setup.seeds, config.eval.train_prompts,
                                 enabled=is_main, icl_metric=setup.task.icl_metric),
+        hooks_lib.ScheduledSuites(setup, graphdef, [s for s in eval_steps(config)
+                                                     if s > start_step],
+                                  setup.train_suites, writer, workdir,
+                                  config.eval.train_prompts, enabled=is_main),
         hooks_lib.Checkpoints(checkpointer, t.checkpoint_every,
                               log_spaced_steps(t.num_steps, t.keep_log_checkpoints), end_step),
     ]
