@@ -35,7 +35,7 @@ _SEEDS = flags.DEFINE_list('seeds', [], 'Seed counts N (e.g. 1,8,32): time one s
 _STEPS_PER_CALL = flags.DEFINE_integer('steps_per_call', 0, 'Fused steps per call (0: 10 for '
                                        'tiny, 5 for small, 1 for standard).')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    'keep_freed_memory', False, 'Workers keep freed host memory (training.perf.'
+    'keep_freed_memory', True, 'Workers keep freed host memory (training.perf.'
     'keep_freed_memory): no per-call page faults on the CPU backend.')
 _PEAK_TRIALS = flags.DEFINE_integer('peak_trials', 20, 'Timed trials of the matmul peak.')
 _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
@@ -219,6 +219,34 @@ def print_peaks(dtype, trials):
 def main(argv):
   from cli import quiet_logs
   quiet_logs()
+  if not _WORKER.value:   # bad arguments: one line each, before anything is measured
+    from cli import fail
+    from configs.common import SIZES
+    from models.mixers import MIXERS
+    json_dir = os.path.dirname(os.path.abspath(_JSON.value or '.'))
+    mixers = [] if _MIXERS.value in ('', 'all') else _MIXERS.value.split(',')
+    for bad, message in (
+        (len(argv) > 1, f'unexpected arguments {argv[1:]}'),
+        (not _SIZES.value, f'--sizes is empty: allowed {", ".join(SIZES)}'),
+        (any(s not in SIZES for s in _SIZES.value), f'--sizes={",".join(_SIZES.value)!r} is '
+         f'invalid: allowed {", ".join(SIZES)}'),
+        (_STEPS.value < 0, f'--steps={_STEPS.value} is invalid: must be >= 0 (0: about 10 s)'),
+        (_BATCH.value < 0, f'--batch={_BATCH.value} is invalid: must be >= 0 (0: the config\'s)'),
+        (_DTYPE.value not in ('float32', 'bfloat16'), f'--dtype={_DTYPE.value!r} is invalid: '
+         f'allowed float32, bfloat16'),
+        (not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
+                                         f'{_TASK.value}.py')),
+         f'--task={_TASK.value!r} is invalid: there is no configs/{_TASK.value}.py'),
+        (any(m not in MIXERS for m in mixers), f'--mixers={_MIXERS.value!r} is invalid: known '
+         f'{", ".join(sorted(MIXERS))}, or all'),
+        (not _LENGTHS.value or not all(l.isdigit() and int(l) >= 2 for l in _LENGTHS.value),
+         f'--lengths={",".join(_LENGTHS.value)!r} is invalid: integers >= 2'),
+        (bool(_JSON.value) and (os.path.isdir(_JSON.value) or not os.path.isdir(json_dir) or
+                                not os.access(json_dir, os.W_OK)),
+         f'--json={_JSON.value!r} is invalid: not a writable file path (is its directory there?)'),
+    ):
+      if bad:
+        fail(message)
   del argv
   if _WORKER.value:
     run_worker(json.loads(_WORKER.value))

@@ -1,6 +1,8 @@
 """Shared command-line plumbing: one-line errors for bad flags and config values."""
 from __future__ import annotations
 
+import math
+import os
 import sys
 
 
@@ -15,11 +17,55 @@ def load_config_flag(config_flag):
   from core import ConfigError
   try:
     config = config_flag.value
-  except (ConfigError, KeyError, AttributeError, TypeError, ValueError) as e:
+    if config is not None:
+      config.keys()   # a config file that failed to load raises (OSError) on first access
+  except (ConfigError, KeyError, AttributeError, TypeError, ValueError, OSError) as e:
     fail(_one_line(e))
   if config is None:
     fail('--config is required, e.g. --config configs/linear_regression.py:tiny')
   return config
+
+
+def config_file_problem(spec: str):
+  """One line naming what is wrong with the file of a `FILE.py[:variant]` spec, or None."""
+  path = spec.partition(':')[0]
+  if not path:
+    return '--config is empty: give a config file, e.g. --config configs/linear_regression.py:tiny'
+  if not os.path.exists(path):
+    return f'config file {path!r} does not exist'
+  if not os.path.isfile(path):
+    return f'config file {path!r} is not a file'
+  if not os.access(path, os.R_OK):
+    return f'config file {path!r} is not readable'
+  return None
+
+
+def validate_eval_config(config):
+  """Raises ConfigError for evaluation settings a run uses after training (suite, baselines,
+  generation), so that a bad one stops `train.py` / `sweep.py` before anything is trained."""
+  from analysis.evaluators import get_evaluator, resolve_suites
+  from core import ConfigError, require
+  from data import TASKS
+  e = config.eval
+  evaluator = get_evaluator(TASKS.metadata(config.task.name)['eval_family'])
+  try:
+    resolve_suites(evaluator, e.get('suite', '') or '')
+  except ConfigError as error:   # worded for --suite: name the config key instead
+    raise ConfigError(str(error).replace('--suite=', 'config.eval.suite=', 1)) from None
+  if 'baselines' in e:
+    from baselines.regression import validate_baselines_config
+    validate_baselines_config(config)
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  integer = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  if 'temperature' in e:
+    require(number(e.temperature) and e.temperature >= 0, 'eval.temperature', e.temperature,
+            'must be a finite number >= 0 (0: greedy)')
+  if 'ngram_delta' in e:
+    require(number(e.ngram_delta) and e.ngram_delta >= 0, 'eval.ngram_delta', e.ngram_delta,
+            'must be a finite number >= 0')
+  for key in ('top_k', 'num_prefix_strings', 'num_generated_strings'):
+    if key in e:
+      require(integer(e[key]) and e[key] >= 0, f'eval.{key}', e[key], 'must be an integer >= 0')
 
 
 def _one_line(error) -> str:
@@ -48,6 +94,8 @@ def setup_jax(config):
   collectives over Gloo (TCP), JAX's default CPU implementation.
   """
   quiet_logs()
+  from training.perf import keep_freed_memory
+  keep_freed_memory()   # before JAX's thread pools exist: no page faults per compiled call
   import jax
   if not config.train.get('distributed', False):
     return
@@ -83,19 +131,35 @@ def setup_jax(config):
 
 def _load_config_file(spec: str):
   import importlib.util
+  from core import ConfigError
+  problem = config_file_problem(spec)
+  if problem:
+    raise ConfigError(problem)
   path, _, variant = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('_icl_config', path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'config file {path!r} failed to load: {type(e).__name__}: '
+                      f'{_one_line(e)}') from None
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {path!r} defines no get_config()')
   return module.get_config(variant or None)
 
 
-def _explain_override_error(argv) -> str | None:
-  """Names the first --config.a.b=... override whose key does not exist, with its siblings."""
+def _config_spec(argv):
+  """The value of --config (or --config=...) in argv, or None."""
   spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
   if spec is None:
     idx = next((i for i, a in enumerate(argv) if a == '--config'), None)
     spec = argv[idx + 1] if idx is not None and idx + 1 < len(argv) else None
+  return spec
+
+
+def _explain_override_error(argv) -> str | None:
+  """Names the first --config.a.b=... override whose key does not exist, with its siblings."""
+  spec = _config_spec(argv)
   if spec is None:
     return None
   config = _load_config_file(spec)
@@ -110,12 +174,37 @@ def _explain_override_error(argv) -> str | None:
         known = ', '.join(sorted(node.keys())) if hasattr(node, 'keys') else '(not a section)'
         return (f'config key {".".join(path)!r} is unknown: keys under {parent} are {known}')
       node = node[key]
+    value = arg.split('=', 1)[1] if '=' in arg else None
+    if value is not None and not _converts(value, node):
+      kind = ('True or False' if isinstance(node, bool) else
+              f'an integer' if isinstance(node, int) else
+              f'a number' if isinstance(node, float) else f'a {type(node).__name__}')
+      return (f'config.{".".join(path)}={value!r} is invalid: must be {kind} (default '
+              f'{node!r})')
   return None
+
+
+def _converts(text: str, default) -> bool:
+  """Whether absl / ml_collections can parse `text` as a value of `default`'s type."""
+  if isinstance(default, bool):
+    return text.lower() in ('true', 'false', 't', 'f', '1', '0')
+  for kind in (int, float):
+    if isinstance(default, kind):
+      try:
+        kind(text)
+      except ValueError:
+        return False
+  return True
 
 
 def parse_flags(argv):
   """absl flags parser that turns any flag or config error into one line."""
   from absl import flags
+  if 'config' in flags.FLAGS:   # a missing config file: one line, before absl reads it
+    spec = _config_spec(argv[1:])
+    problem = config_file_problem(spec) if spec is not None else None
+    if problem:
+      fail(problem)
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # pylint: disable=broad-except

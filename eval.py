@@ -37,6 +37,8 @@ def main(argv):
     fail(f'--workdir={_WORKDIR.value} does not exist or is not a directory')
   if _NUM_PROMPTS.value is not None and _NUM_PROMPTS.value < 1:
     fail(f'--num_prompts={_NUM_PROMPTS.value} is invalid: must be an integer >= 1')
+  if _CHECKPOINT.value is not None and _CHECKPOINT.value < 0:
+    fail(f'--checkpoint={_CHECKPOINT.value} is invalid: must be a step >= 0')
   if _SEED.value is not None and _SEED.value < 0:
     fail(f'--seed={_SEED.value} is invalid: must be an integer >= 0')
   if _ALL.value and _CHECKPOINT.value is not None:

@@ -14,6 +14,7 @@ writes the table from whatever has finished, training nothing.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 
 from absl import app, flags
@@ -33,6 +34,8 @@ _GATHER = flags.DEFINE_bool('gather', False, 'Write the table from finished runs
 def main(argv):
   from cli import quiet_logs
   quiet_logs()
+  from training.perf import keep_freed_memory
+  keep_freed_memory()   # as train.py: before JAX starts, so no page faults per compiled call
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}')
   if not _SWEEP.value or not _WORKDIR.value:
@@ -51,7 +54,19 @@ def main(argv):
   from training import sweeps
   from training.workdir import WorkdirError, check_writable_dir
   try:
-    sweep = sweeps.load_sweep(_SWEEP.value)
+    try:
+      sweep = sweeps.load_sweep(_SWEEP.value)
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (get_sweep() raised, wrong shapes)
+      raise ConfigError(f'sweep file {_SWEEP.value!r} is malformed: {type(e).__name__}: '
+                        f'{(str(e).strip().splitlines() or [""])[0]}') from None
+    seeds = sweep.get('seeds', [0])
+    if isinstance(seeds, (str, bytes, dict)) or not hasattr(seeds, '__iter__') or not list(
+        seeds) or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+                          for s in seeds):
+      raise ConfigError(f'sweep file {_SWEEP.value!r}: seeds={seeds!r} is invalid: a non-empty '
+                        f'list of integers >= 0')
     known = [m['name'] for m in sweep['members']]
     unknown = sorted(set(_ONLY.value) - set(known))
     if unknown:
@@ -59,14 +74,16 @@ def main(argv):
     members = [m for m in sweep['members'] if not _ONLY.value or m['name'] in _ONLY.value]
     groups = sweeps.plan_groups(sweep, members)   # validates every member before training
     if not _GATHER.value:
+      from cli import validate_eval_config
       from training.setup import make_setup
       for group in groups:
         make_setup(group.config)
+        validate_eval_config(group.config)
     check_writable_dir(_WORKDIR.value)
   except (ConfigError, WorkdirError) as e:
     fail(str(e))
   except (KeyError, ValueError) as e:
-    fail(str(e).strip('"\''))
+    fail(str(e.args[0]) if e.args else type(e).__name__)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   if not _GATHER.value:
     from training.loop import NonFiniteLossError

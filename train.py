@@ -34,7 +34,9 @@ def main(argv):
   from training.loop import NonFiniteLossError, train
   from training.workdir import WorkdirError
   from core import ConfigError
+  from cli import validate_eval_config
   try:
+    validate_eval_config(config)   # what the run's evaluations will use: checked before training
     result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except (ConfigError, WorkdirError, NonFiniteLossError) as e:
     fail(str(e))

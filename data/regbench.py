@@ -174,7 +174,7 @@ class RegBenchTask(Task):
   """Random regular languages in context; see the module docstring for the batch layout."""
   eval_family = 'regbench'
   default_objective = 'next_token'
-  objectives = ('next_token',)
+  objectives = ('next_token', 'preference')
   icl_metric = 'loss'
 
   @classmethod
@@ -229,6 +229,88 @@ class RegBenchTask(Task):
     count_T1 = jnp.maximum(jnp.sum(weights_BxT1, axis=0), 1.0)
     return {'loss': jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1,
             'accuracy': jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1}
+
+  # ---- preference fine-tuning: prompts, completions and the automaton as judge -----------
+
+  PREFERENCE_JUDGES = ('accept', 'likelihood', 'length')
+  LIKELIHOOD_FLOOR = -100.0   # the 'likelihood' reward of a rejected completion (log p = -inf)
+
+  def default_completion_len(self) -> int:
+    return int(self.cfg['max_string_len']) + 1
+
+  def _prefix_width(self, cfg) -> int:
+    return int(cfg['prefix_strings']) * (int(self.cfg['max_string_len']) + 1)
+
+  def check_preference_config(self, cfg) -> None:
+    """Raises ConfigError for preference settings this task cannot serve."""
+    require(cfg['judge'] in self.PREFERENCE_JUDGES, 'objective.judge', cfg['judge'],
+            f'allowed: {", ".join(self.PREFERENCE_JUDGES)}')
+    k = cfg['prefix_strings']
+    require(isinstance(k, int) and 1 <= k <= int(self.cfg['strings_min']) - 1,
+            'objective.prefix_strings', k,
+            f'an integer in [1, task.strings_min - 1 = {int(self.cfg["strings_min"]) - 1}]')
+    completion = cfg['completion_len'] or self.default_completion_len()
+    require(isinstance(completion, int) and completion >= 1, 'objective.completion_len',
+            cfg['completion_len'], 'an integer >= 1 (0: max_string_len + 1)')
+    width = self._prefix_width(cfg) + completion
+    require(width <= self.seq_len, 'objective.prefix_strings', k,
+            f'{k} strings of up to {self.cfg["max_string_len"]} symbols plus a completion of '
+            f'{completion} tokens need {width} positions; the task has {self.seq_len}')
+
+  def preference_prompts(self, batch: Batch, cfg) -> Batch:
+    """The first `prefix_strings` strings of each prompt (separators included), left-aligned
+    in a fixed width; the completion is a new string of the same language."""
+    width = self._prefix_width(cfg)
+    index_BxW = batch['string_index_BxT'][:, :width]
+    keep_BxW = (index_BxW >= 0) & (index_BxW < cfg['prefix_strings'])
+    return {'tokens_BxW': jnp.where(keep_BxW, batch['tokens_BxT'][:, :width], PAD_ID),
+            'prompt_len_B': jnp.sum(keep_BxW, axis=1).astype(jnp.int32),
+            'dfa_id_B': batch['dfa_id_B']}
+
+  def offline_prompts(self, index_B: jax.Array, cfg) -> Batch:
+    """Prompt i of the fixed offline set: a function of i (and pool_seed) only."""
+    base = jax.random.fold_in(jax.random.key(int(self.cfg['pool_seed'])), 2)
+    keys_B = jax.vmap(lambda i: jax.random.fold_in(base, i))(index_B)
+    rows = jax.vmap(lambda k: self.sample(k, 1))(keys_B)
+    return self.preference_prompts(jax.tree.map(lambda x: x[:, 0], rows), cfg)
+
+  def completion_tokens(self, sequences_BxL, start_B, completion_len: int):
+    """(completion tokens_BxC, mask_BxC): C tokens after each prompt; the mask keeps them up
+    to and including the first separator."""
+    from data import judges
+    positions_BxC = start_B[:, None] + jnp.arange(completion_len)[None, :]
+    tokens_BxC = jnp.take_along_axis(sequences_BxL, positions_BxC, axis=1)
+    return tokens_BxC, judges.completion_mask(tokens_BxC, self.separator_id).astype(jnp.float32)
+
+  def judge(self, prompts: Batch, tokens_BxC, mask_BxC, cfg) -> jax.Array:
+    """Exact reward of each completion under the prompt's automaton (data/judges.py):
+    'accept' 1/0, 'likelihood' its log-probability (LIKELIHOOD_FLOOR if rejected), 'length' its
+    number of symbols (unfinished completions lowest)."""
+    from data import judges
+    del mask_BxC
+    tables = self.device_pool('train')['tables_PxSxV'][prompts['dfa_id_B']].astype(jnp.int32)
+    start_B = jnp.zeros_like(prompts['dfa_id_B'])
+    bounds = dict(min_string_len=int(self.cfg['min_string_len']),
+                  max_string_len=int(self.cfg['max_string_len']))
+    if cfg['judge'] == 'accept':
+      return judges.acceptance_reward(judges.accepts_batch(
+          tables, start_B, tokens_BxC, self.vocab_size, **bounds))
+    if cfg['judge'] == 'likelihood':
+      log_p = judges.automaton_log_likelihood_batch(
+          tables, start_B, tokens_BxC, self.vocab_size,
+          predict_separator=self.predict_separator, **bounds)
+      return jnp.where(jnp.isfinite(log_p), log_p, self.LIKELIHOOD_FLOOR)
+    return judges.length_reward(tokens_BxC, self.separator_id)
+
+  def preference_labels(self, key, rewards_2xB, tokens_2xBxC, masks_2xBxC, cfg):
+    """(first_wins_B, valid_B): Bradley-Terry labels (exact at bt_temperature 0); identical
+    completions and ties are invalid (dropped and counted)."""
+    from data import judges
+    del masks_2xBxC
+    pair = judges.preference_pair(key, tokens_2xBxC[0], tokens_2xBxC[1], rewards_2xB[0],
+                                  rewards_2xB[1], separator_id=self.separator_id,
+                                  temperature=cfg['bt_temperature'])
+    return pair.chosen_index_B == 0, pair.valid_B
 
   # ---- pools and prompts ---------------------------------------------------------------
 

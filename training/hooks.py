@@ -72,6 +72,9 @@ class Hook:
   def stops(self) -> set:
     return set()
 
+  def at_start(self, loop) -> None:
+    pass
+
   def on_metrics(self, first_step: int, host: Dict[str, np.ndarray]) -> None:
     pass
 
@@ -165,16 +168,24 @@ class ScheduledEval(Hook):
   def after_call(self, loop, step):
     self._consume()
     if step in self.steps:
-      self.pending.append((step, self.eval_fn(loop.state['params'], loop.rest)))
+      self.pending.append((step, self.eval_fn(loop.state['params'], loop.rest, loop.frozen)))
+
+  def at_start(self, loop):
+    """Step 0 (a run that starts from another run: the 'before' of every comparison)."""
+    if 0 in self.steps:
+      self.after_call(loop, 0)
 
   def _consume(self):
     import jax
     while self.pending:
       step, result = self.pending.pop(0)
-      curves = {k: np.asarray(v) for k, v in jax.device_get(result).items()}
+      host = {k: np.asarray(v) for k, v in jax.device_get(result).items()}
       if not self.enabled:
         continue
+      curves = {k: v for k, v in host.items() if v.ndim == 2}
+      scalars = {k: v for k, v in host.items() if v.ndim == 1}
       row = {'step': step, 'kind': 'eval'}
+      row.update({f'eval/{k}': _values(v) for k, v in scalars.items()})
       for name, curve_NxP in curves.items():
         row[f'eval/{name}_last'] = _values(curve_NxP[:, -1])
         row[f'eval/{name}_mean'] = _values(curve_NxP.mean(-1))
@@ -185,6 +196,7 @@ class ScheduledEval(Hook):
       payload = {'step': step, 'suite': self.SUITE, 'seeds': self.seeds,
                  'num_prompts': self.num_prompts,
                  'curves': {k: v.tolist() for k, v in curves.items()},
+                 'scalars': {k: v.tolist() for k, v in scalars.items()},
                  'icl_score': (icl_score(curves[self.icl_metric]).tolist()
                                if self.icl_metric in curves else None)}
       write_json_atomic(os.path.join(self.dir, f'step_{step}.json'), payload)

@@ -52,10 +52,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise WorkdirError(f'{workdir} holds no {CONFIG_FILE}: is it a training work directory?')
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      data = json.load(f)
   except (OSError, ValueError) as e:
     raise WorkdirError(f'{path} cannot be read ({e.__class__.__name__}: '
                        f'{str(e).splitlines()[0] if str(e) else ""})')
+  if not isinstance(data, dict):
+    raise WorkdirError(f'{path} holds a JSON {type(data).__name__}, not a config object')
+  return ml_collections.ConfigDict(data)
 
 
 def _flatten(tree, prefix=''):
@@ -179,6 +182,9 @@ class Loop:
     for hook in self.hooks:
       stops |= hook.stops()
     stops = sorted(s for s in stops if start_step < s <= end_step) + [end_step]
+    if start_step == 0:
+      for hook in self.hooks:
+        hook.at_start(self)
     step = start_step
     while step < end_step:
       target = next(s for s in stops if s > step)
@@ -297,10 +303,11 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
               'state': state}
 
     writer = hooks_lib.MetricsWriter(workdir, setup.num_seeds, enabled=is_main)
-    eval_fn = make_eval_fn(setup, graphdef, config.eval.train_prompts, config.eval.seed)
+    eval_fn = make_eval_fn(setup, graphdef, config.eval.train_prompts, config.eval.seed,
+                           frozen_shared)
     hooks: List[hooks_lib.Hook] = [
         hooks_lib.LogMetrics(writer, t.log_every, end_step, t.batch_size, start_step),
-        hooks_lib.ScheduledEval(eval_fn, [s for s in eval_steps(config) if s > start_step],
+        hooks_lib.ScheduledEval(eval_fn, [s for s in eval_steps(config) if s >= start_step],
                                 writer, workdir, setup.seeds, config.eval.train_prompts,
                                 enabled=is_main, icl_metric=setup.task.icl_metric),
         hooks_lib.ScheduledSuites(setup, graphdef, [s for s in eval_steps(config)

@@ -59,3 +59,7 @@ def next_token(objective_config, task):
     correct = (jnp.argmax(logits_BxTxV[:, :-1], -1) == targets_BxT1) * weights_BxT1
     return value, {'token_accuracy': jnp.sum(correct) / total}
   return loss
+
+
+# Objectives defined in their own modules register themselves on import.
+from training import preference  # noqa: E402,F401

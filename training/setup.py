@@ -196,4 +196,6 @@ def eval_steps(config, end_step: Optional[int] = None) -> List[int]:
   steps = set(log_spaced_steps(config.train.num_steps, config.eval.num_log_evals))
   if config.eval.every:
     steps |= set(range(config.eval.every, config.train.num_steps + 1, config.eval.every))
+  if config.train.init_from and steps:
+    steps.add(0)        # the starting point of a run from a run: 'before' for every metric
   return sorted(s for s in steps if s <= n)

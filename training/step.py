@@ -121,25 +121,37 @@ def make_train_fn(setup: Setup, graphdef, num_steps: int, frozen_shared: bool = 
   return jax.jit(run, donate_argnums=0, out_shardings=(replicated, replicated))
 
 
-def make_eval_fn(setup: Setup, graphdef, num_prompts: int, seed: int):
-  """Jitted `(params_N, rest_N) -> {metric: array (N, positions)}` on fixed prompts.
+def make_eval_fn(setup: Setup, graphdef, num_prompts: int, seed: int,
+                 frozen_shared: bool = False):
+  """Jitted `(params_N, rest_N, frozen) -> {metric: array (N, positions) or (N,)}`.
 
   The prompts are the same at every call (drawn from `key(seed)`, bound to each seed's task
-  values), so curves from different steps compare the same prompts.
+  values), so curves from different steps compare the same prompts. An objective with an
+  `evaluate(model, reference, batch, key)` (e.g. preference objectives: win rate, KL) adds its
+  scalars when the run has a reference.
   """
   task = setup.task
   values = _seed_values(setup)
   key = jax.random.key(seed)
   replicated = NamedSharding(setup.mesh, P())
+  objective_eval = getattr(setup.loss, 'evaluate', None)
+  frozen_axis = None if frozen_shared else 0
 
-  def seed_eval(params, rest, task_values):
+  def seed_eval(params, rest, frozen, task_values):
     bound = task.bind(task_values)
     batch = bound.sample(key, num_prompts, setup.config.train.num_steps)
     model = nnx.merge(graphdef, params, rest)
-    return bound.position_metrics(model(bound.model_inputs(batch)), batch)
+    metrics = dict(bound.position_metrics(model(bound.model_inputs(batch)), batch))
+    if objective_eval is not None and frozen is not None:
+      reference = nnx.merge(graphdef, frozen, rest)
+      count = min(num_prompts, getattr(setup.loss, 'eval_prompts', num_prompts))
+      small = jax.tree.map(lambda x: x[:count], batch)
+      metrics.update(objective_eval(model, reference, small, jax.random.fold_in(key, 1)))
+    return metrics
 
-  def run(params_N, rest_N):
-    return jax.vmap(seed_eval)(params_N, rest_N, values['task'])
+  def run(params_N, rest_N, frozen=None):
+    return jax.vmap(seed_eval, in_axes=(0, 0, frozen_axis, 0))(params_N, rest_N, frozen,
+                                                               values['task'])
 
   return jax.jit(run, out_shardings=replicated)
 
