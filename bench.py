@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from cli import parse_flags
+
 _SIZES = flags.DEFINE_list('sizes', ['tiny', 'small', 'standard'], 'Model sizes to time.')
 _TASK = flags.DEFINE_string('task', 'linear_regression', 'Task config under configs/.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Timed train steps (0: about 10 s worth).')
@@ -325,4 +327,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

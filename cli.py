@@ -177,8 +177,8 @@ def _explain_override_error(argv) -> str | None:
     value = arg.split('=', 1)[1] if '=' in arg else None
     if value is not None and not _converts(value, node):
       kind = ('True or False' if isinstance(node, bool) else
-              f'an integer' if isinstance(node, int) else
-              f'a number' if isinstance(node, float) else f'a {type(node).__name__}')
+              'an integer' if isinstance(node, int) else
+              'a number' if isinstance(node, float) else f'a {type(node).__name__}')
       return (f'config.{".".join(path)}={value!r} is invalid: must be {kind} (default '
               f'{node!r})')
   return None

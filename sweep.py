@@ -84,7 +84,11 @@ def main(argv):
     fail(str(e))
   except (KeyError, ValueError) as e:
     fail(str(e.args[0]) if e.args else type(e).__name__)
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  try:
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+  except OSError as e:
+    from training.workdir import describe_os_error
+    fail(describe_os_error(e, f'creating --workdir {_WORKDIR.value}'))
   if not _GATHER.value:
     from training.loop import NonFiniteLossError
     mine = sweeps.worker_groups(groups, worker, num_workers or 1)

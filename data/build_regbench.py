@@ -59,7 +59,8 @@ def _check_data_dir(path: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  from cli import fail
+  from cli import fail, quiet_logs
+  quiet_logs()   # TFDS's INFO / WARNING chatter stays out of the terminal (errors are one line)
   try:
     return _main(argv)
   except ConfigError as e:
