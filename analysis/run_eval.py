@@ -95,12 +95,15 @@ def all_checkpoints(run: Dict[str, Any], out_dir: str, *, num_prompts: Optional[
     result = {k: np.asarray(v) for k, v in jax.device_get(eval_fn(params, run['rest'])).items()}
     steps.append(step)
     for name, curve_NxP in result.items():
-      curves.setdefault(name, []).append(curve_NxP.tolist())
+      if curve_NxP.ndim == 2:
+        curves.setdefault(name, []).append(curve_NxP)
   metric = setup.task.icl_metric
   output = {'task': setup.task.name, 'steps': steps, 'seeds': setup.seeds,
             'num_prompts': num_prompts, 'eval_seed': seed,
-            'curves': curves,   # name -> [step][seed][position]
-            'icl_score': ([icl_score(np.asarray(c)).tolist() for c in curves[metric]]
+            # name -> [step][seed][position]; null where a position has no target
+            'curves': {k: np.where(np.isfinite(np.asarray(v)), np.asarray(v), None).tolist()
+                       for k, v in curves.items()},
+            'icl_score': ([icl_score(c).tolist() for c in curves[metric]]
                           if metric in curves else None)}
   path = os.path.join(out_dir, 'all_checkpoints.json')
   write_json_atomic(path, output)

@@ -226,9 +226,12 @@ class RegBenchTask(Task):
     log_probs_BxT1xV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
     nll_BxT1 = -jnp.take_along_axis(log_probs_BxT1xV, targets_BxT1[..., None], -1)[..., 0]
     correct_BxT1 = (jnp.argmax(logits_BxTxV[:, :-1], -1) == targets_BxT1).astype(jnp.float32)
-    count_T1 = jnp.maximum(jnp.sum(weights_BxT1, axis=0), 1.0)
-    return {'loss': jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1,
-            'accuracy': jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1}
+    total_T1 = jnp.sum(weights_BxT1, axis=0)
+    count_T1 = jnp.maximum(total_T1, 1.0)
+    # Positions with no target in any prompt (padding) are undefined: NaN, not 0.
+    undefined = lambda x: jnp.where(total_T1 > 0, x, jnp.nan)
+    return {'loss': undefined(jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1),
+            'accuracy': undefined(jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1)}
 
   # ---- preference fine-tuning: prompts, completions and the automaton as judge -----------
 

@@ -187,15 +187,18 @@ class ScheduledEval(Hook):
       row = {'step': step, 'kind': 'eval'}
       row.update({f'eval/{k}': _values(v) for k, v in scalars.items()})
       for name, curve_NxP in curves.items():
-        row[f'eval/{name}_last'] = _values(curve_NxP[:, -1])
-        row[f'eval/{name}_mean'] = _values(curve_NxP.mean(-1))
+        defined = np.flatnonzero(np.all(np.isfinite(curve_NxP), axis=0))
+        if defined.size == 0:
+          continue
+        row[f'eval/{name}_last'] = _values(curve_NxP[:, defined[-1]])
+        row[f'eval/{name}_mean'] = _values(curve_NxP[:, defined].mean(-1))
       if self.icl_metric in curves:
         row['eval/icl_score'] = _values(icl_score(curves[self.icl_metric]))
       self.writer.write(row)
       os.makedirs(self.dir, exist_ok=True)
       payload = {'step': step, 'suite': self.SUITE, 'seeds': self.seeds,
                  'num_prompts': self.num_prompts,
-                 'curves': {k: v.tolist() for k, v in curves.items()},
+                 'curves': {k: _json_list(v) for k, v in curves.items()},
                  'scalars': {k: v.tolist() for k, v in scalars.items()},
                  'icl_score': (icl_score(curves[self.icl_metric]).tolist()
                                if self.icl_metric in curves else None)}
@@ -249,6 +252,12 @@ class ScheduledSuites(Hook):
       for label, values in heads.items():
         row[f'eval/{suite}/{label.replace(" ", "_")}_last'] = _values(np.asarray(values))
     self.writer.write(row)
+
+
+def _json_list(array) -> list:
+  """Nested lists with NaN (undefined positions) as null: strict JSON."""
+  array = np.asarray(array, np.float64)
+  return np.where(np.isfinite(array), array, None).tolist()
 
 
 def write_json_atomic(path: str, obj) -> None:

@@ -161,7 +161,11 @@ def icl_score(curve_NxP: np.ndarray) -> np.ndarray:
   after position 0 (negative when the metric falls as the context grows, i.e. in-context
   learning for a loss). Olsson et al. take loss(500th token) - loss(50th token)."""
   curve = np.asarray(curve_NxP, np.float64)
+  defined = np.flatnonzero(np.all(np.isfinite(curve.reshape(-1, curve.shape[-1])), axis=0))
+  curve = curve[..., defined]           # positions without targets (padding) are NaN
   positions = curve.shape[-1]
+  if positions == 0:
+    return np.full(curve.shape[:-1], np.nan)
   quarter = max(positions // 4, 1)
   early = curve[..., 1:1 + quarter] if positions > 1 else curve
   return curve[..., -quarter:].mean(-1) - early.mean(-1)
