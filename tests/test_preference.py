@@ -176,3 +176,25 @@ def test_missing_or_incompatible_init_from(source, tmp_path):
   with pytest.raises(ConfigError, match='vocab_size \\(22 there, 14 here\\)'):
     train(config, str(tmp_path / 'w'), devices=ONE, log=quiet)
   assert not os.path.exists(tmp_path / 'w')
+
+
+def test_offline_pairs_are_one_fixed_exportable_dataset(source, tmp_path):
+  from flax import nnx
+  from training.preference import export_offline_pairs, offline_pairs, validate
+  config = preference(source, mode='offline', num_offline_prompts=24)
+  workdir = str(tmp_path / 'offline')
+  train(config, workdir, devices=ONE, log=quiet, stop_after=5)
+  path = export_offline_pairs(workdir, batch_size=16, log=quiet)
+  stored = np.load(path)
+  assert stored['completions'].shape[:2] == (24, 2)
+  setup = setup_of(config)
+  cfg = validate(config.objective, setup.task)
+  cfg['completion_len'] = setup.task.default_completion_len()
+  from training.loop import restore_run
+  run = restore_run(source)
+  reference = nnx.merge(run['graphdef'], jax.tree.map(lambda x: x[0], run['params']),
+                        jax.tree.map(lambda x: x[0], run['rest']))
+  index = jnp.array([3, 17, 3])
+  _, _, comps, _ = offline_pairs(setup.task, reference, index, cfg)
+  for row, i in enumerate([3, 17, 3]):
+    np.testing.assert_array_equal(np.asarray(comps[:, row]), stored['completions'][i])

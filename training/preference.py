@@ -111,6 +111,21 @@ def sample_pair(sampler, task, prompts, key, cfg):
   return split(sequences), split(completions), split(mask)
 
 
+OFFLINE_VERSION = 1
+OFFLINE_SALT = 17
+
+
+def offline_pairs(task, reference, index_B, cfg):
+  """Prompt i of the fixed offline set and its two reference samples: a function of i (and the
+  frozen reference) only, so every step sees the same dataset of pairs."""
+  prompts = task.offline_prompts(index_B, cfg)
+  keys_B = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(OFFLINE_SALT), i))(index_B)
+  seqs, comps, masks = jax.vmap(
+      lambda p, k: sample_pair(reference, task, jax.tree.map(lambda a: a[None], p), k, cfg))(
+          prompts, keys_B)
+  return (prompts,) + tuple(jnp.moveaxis(x[:, :, 0], 0, 1) for x in (seqs, comps, masks))
+
+
 @register_objective('preference', needs_reference=True)
 def preference(objective_config, task):
   """DPO and its relatives over pairs sampled in the step and judged by the task's program."""
@@ -123,16 +138,9 @@ def preference(objective_config, task):
     """Sequences of the chosen (index 0) and rejected (1) completion, masks and validity."""
     k_sample, k_label, k_prompt = jax.random.split(key, 3)
     if offline:
-      # Prompt i of the fixed set and its two reference samples depend on i only.
       index_B = jax.random.randint(k_prompt, (batch['tokens_BxT'].shape[0],), 0,
                                    cfg['num_offline_prompts'])
-      prompts = task.offline_prompts(index_B, cfg)
-      keys_B = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(17), i))(index_B)
-      sampler = reference
-      seqs, comps, masks = jax.vmap(
-          lambda p, k: sample_pair(sampler, task, jax.tree.map(lambda a: a[None], p), k, cfg),
-          in_axes=(0, 0))(prompts, keys_B)
-      seqs, comps, masks = (jnp.moveaxis(x[:, :, 0], 0, 1) for x in (seqs, comps, masks))
+      prompts, seqs, comps, masks = offline_pairs(task, reference, index_B, cfg)
     else:
       prompts = task.preference_prompts(batch, cfg)
       seqs, comps, masks = sample_pair(_frozen(model), task, prompts, k_sample, cfg)
@@ -199,3 +207,71 @@ def preference(objective_config, task):
 
 def _expand(mask_B, like):
   return mask_B.reshape(mask_B.shape + (1,) * (like.ndim - 1))
+
+
+def export_offline_pairs(workdir: str, batch_size: int = 256, log=print) -> str:
+  """Writes the offline dataset of a preference run (every prompt of the fixed set, its two
+  reference completions, their judge rewards and labels) to
+  <workdir>/offline_pairs/v<OFFLINE_VERSION>.npz; returns the path."""
+  import hashlib
+  import json
+  import os
+  import numpy as np
+  from training.init_from import ReferenceStore
+  from training.loop import load_config
+  from training.setup import make_setup
+  config = load_config(workdir)
+  setup = make_setup(config, jax.devices()[:1])
+  task = setup.task
+  cfg = validate(config.objective, task)
+  cfg['completion_len'] = cfg['completion_len'] or task.default_completion_len()
+  store = ReferenceStore(workdir, setup.mesh)
+  if not store.exists():
+    raise ConfigError(f'{workdir} holds no frozen reference (reference/params): train it first')
+  frozen, shared = store.restore()
+  params = frozen if shared else jax.tree.map(lambda x: x[0], frozen)
+  graphdef, _, rest = nnx.split(setup.model, nnx.Param, ...)
+  reference = nnx.merge(graphdef, params, rest)
+
+  @jax.jit
+  def chunk(index_B, key):
+    prompts, seqs, comps, masks = offline_pairs(task, reference, index_B, cfg)
+    rewards = jnp.stack([task.judge(prompts, comps[i], masks[i], cfg) for i in range(2)])
+    first_wins, valid = task.preference_labels(key, rewards, comps, masks, cfg)
+    return dict(prompt_tokens=prompts['tokens_BxW'], prompt_len=prompts['prompt_len_B'],
+                dfa_id=prompts['dfa_id_B'], completions=jnp.moveaxis(comps, 0, 1),
+                masks=jnp.moveaxis(masks, 0, 1), rewards=rewards.T, first_wins=first_wins,
+                valid=valid)
+
+  total = cfg['num_offline_prompts']
+  parts = []
+  for start in range(0, total, batch_size):
+    index = jnp.arange(start, min(start + batch_size, total), dtype=jnp.int32)
+    parts.append(jax.device_get(chunk(index, jax.random.fold_in(jax.random.key(0), start))))
+  arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  meta = dict(version=OFFLINE_VERSION, config=json.loads(config.to_json()),
+              num_prompts=total, completion_len=cfg['completion_len'])
+  digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+  directory = os.path.join(workdir, 'offline_pairs')
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'v{OFFLINE_VERSION}.npz')
+  np.savez_compressed(path + '.tmp.npz', meta=json.dumps({**meta, 'digest': digest}), **arrays)
+  os.replace(path + '.tmp.npz', path)
+  kept = float(np.mean(arrays['valid']))
+  log(f'wrote {path}: {total} prompts, {kept:.1%} of pairs kept (the rest identical or tied), '
+      f'accept/reward mean {float(np.mean(arrays["rewards"])):.3f}')
+  return path
+
+
+if __name__ == '__main__':
+  import argparse
+  import sys
+  parser = argparse.ArgumentParser(description='Export the offline pairs of a preference run.')
+  parser.add_argument('--workdir', required=True)
+  args = parser.parse_args()
+  from training.workdir import WorkdirError
+  try:
+    export_offline_pairs(args.workdir)
+  except (ConfigError, WorkdirError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
