@@ -115,7 +115,7 @@ def plot_checkpoint_heatmaps(result: dict, png_path: str) -> None:
   for i, name in enumerate(names):
     ax = fig.add_subplot(1, len(names) + 1, i + 1)
     grid = np.mean(np.asarray(result['curves'][name], np.float64), axis=1)  # steps x P
-    image = ax.imshow(grid, aspect='auto', origin='lower', cmap='magma_r' if name != 'accuracy'
+    image = ax.imshow(grid, aspect='auto', origin='lower', cmap='magma_r' if name not in ('accuracy', 'top1')
                       else 'magma', interpolation='nearest')
     ax.set_yticks(range(len(steps)))
     ax.set_yticklabels([str(s) for s in steps], fontsize=7)

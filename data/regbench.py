@@ -220,7 +220,9 @@ class RegBenchTask(Task):
     return batch['tokens_BxT']
 
   def position_metrics(self, logits_BxTxV, batch: Batch) -> Dict[str, jax.Array]:
-    """Next-token loss and greedy accuracy at each position t (predicting token t + 1)."""
+    """Next-token loss and top-1 match (the greedy token is the actual next token) at each
+    position t, predicting token t + 1 (REGBENCH's 'accuracy', a legal greedy token, needs the
+    automaton: eval.py)."""
     targets_BxT1 = batch['tokens_BxT'][:, 1:]
     weights_BxT1 = batch['loss_mask_BxT'][:, 1:]
     log_probs_BxT1xV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
@@ -231,7 +233,7 @@ class RegBenchTask(Task):
     # Positions with no target in any prompt (padding) are undefined: NaN, not 0.
     undefined = lambda x: jnp.where(total_T1 > 0, x, jnp.nan)
     return {'loss': undefined(jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1),
-            'accuracy': undefined(jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1)}
+            'top1': undefined(jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1)}
 
   # ---- preference fine-tuning: prompts, completions and the automaton as judge -----------
 

@@ -147,7 +147,7 @@ def test_training_moves_the_policy_and_never_the_reference(source, tmp_path, mod
   evals = [r for r in rows if r.get('kind') == 'eval']
   assert evals[0]['step'] == 0 and evals[0]['eval/kl'] == pytest.approx(0.0, abs=1e-4)
   assert evals[0]['eval/win_rate'] == pytest.approx(0.5, abs=0.5)
-  assert 'eval/accuracy_mean' in evals[-1]   # ICL retention: the task's in-context curve
+  assert 'eval/top1_mean' in evals[-1]   # ICL retention: the task's in-context curve
 
 
 @pytest.mark.parametrize('key,value,match', [
