@@ -220,20 +220,32 @@ class RegBenchTask(Task):
     return batch['tokens_BxT']
 
   def position_metrics(self, logits_BxTxV, batch: Batch) -> Dict[str, jax.Array]:
-    """Next-token loss and top-1 match (the greedy token is the actual next token) at each
-    position t, predicting token t + 1 (REGBENCH's 'accuracy', a legal greedy token, needs the
-    automaton: eval.py)."""
+    """At each position t (predicting token t + 1): next-token loss, top-1 match (the greedy
+    token is the actual next token) and REGBENCH's accuracy (the greedy token is legal under
+    the prompt's automaton, as eval.py scores it)."""
     targets_BxT1 = batch['tokens_BxT'][:, 1:]
     weights_BxT1 = batch['loss_mask_BxT'][:, 1:]
     log_probs_BxT1xV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
     nll_BxT1 = -jnp.take_along_axis(log_probs_BxT1xV, targets_BxT1[..., None], -1)[..., 0]
     correct_BxT1 = (jnp.argmax(logits_BxTxV[:, :-1], -1) == targets_BxT1).astype(jnp.float32)
+    # REGBENCH's accuracy: the greedy token is legal under the prompt's automaton.
+    from data.languages import automaton_next_token_probs
+    tables = self.device_pool('train')['tables_PxSxV'][batch['dfa_id_B']].astype(jnp.int32)
+    true_BxTxK = automaton_next_token_probs(
+        tables, batch['state_BxT'], batch['position_in_string_BxT'],
+        vocab_size=self.vocab_size, min_string_len=int(self.cfg['min_string_len']),
+        max_string_len=int(self.cfg['max_string_len']),
+        predict_separator=self.predict_separator)
+    greedy_BxT1 = jnp.argmax(logits_BxTxV[:, :-1], -1)
+    legal_BxT1 = (jnp.take_along_axis(true_BxTxK[:, :-1], greedy_BxT1[..., None], -1)[..., 0]
+                  > 0).astype(jnp.float32)
     total_T1 = jnp.sum(weights_BxT1, axis=0)
     count_T1 = jnp.maximum(total_T1, 1.0)
     # Positions with no target in any prompt (padding) are undefined: NaN, not 0.
     undefined = lambda x: jnp.where(total_T1 > 0, x, jnp.nan)
     return {'loss': undefined(jnp.sum(nll_BxT1 * weights_BxT1, axis=0) / count_T1),
-            'top1': undefined(jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1)}
+            'top1': undefined(jnp.sum(correct_BxT1 * weights_BxT1, axis=0) / count_T1),
+            'accuracy': undefined(jnp.sum(legal_BxT1 * weights_BxT1, axis=0) / count_T1)}
 
   # ---- preference fine-tuning: prompts, completions and the automaton as judge -----------
 

@@ -369,3 +369,30 @@ def test_explicit_and_derived_seq_len_name_the_same_test_set():
   explicit = regbench.merge_config(dict(seq_len=950))
   assert derived == explicit
   assert '_t950_' in regbench_tfds.config_name(derived)
+
+
+def test_position_metrics_of_the_true_distribution():
+  """The automaton's own distribution scores REGBENCH accuracy 1 at every position with a
+  target; its loss is the true entropy; padding positions are undefined (NaN)."""
+  import jax.numpy as jnp
+  from configs.regbench import get_config
+  from data import get_task
+  from data.languages import automaton_next_token_probs
+  config = get_config('tiny')
+  config.task.update(dict(num_train_dfas=30, num_test_dfas=10))
+  task = get_task(config.task)
+  batch = task.sample(jax.random.key(0), 8)
+  tables = task.device_pool('train')['tables_PxSxV'][batch['dfa_id_B']].astype(jnp.int32)
+  probs = automaton_next_token_probs(tables, batch['state_BxT'],
+                                     batch['position_in_string_BxT'],
+                                     vocab_size=task.vocab_size, min_string_len=1,
+                                     max_string_len=12, predict_separator=True)
+  metrics = {k: np.asarray(v) for k, v in task.position_metrics(jnp.log(probs + 1e-12),
+                                                                 batch).items()}
+  defined = np.isfinite(metrics['accuracy'])
+  assert defined.sum() > 10 and not defined[-1]
+  assert np.all(metrics['accuracy'][defined] == 1.0)
+  assert np.all(metrics['top1'][defined] <= 1.0) and np.nanmean(metrics['top1']) < 1.0
+  # uniform logits: the loss is log(num_tokens) wherever defined
+  uniform = task.position_metrics(jnp.zeros(probs.shape), batch)['loss']
+  np.testing.assert_allclose(np.asarray(uniform)[defined], np.log(task.num_tokens), rtol=1e-5)
