@@ -119,7 +119,7 @@ def write_tables(sweep, summary, workdir):
   from analysis import sweep_tables
   from data import TASKS
   task_name = next(iter(summary.values()))['task']
-  family = TASKS.metadata(task_name)['eval_family']
+  family = sweep.get('table') or TASKS.metadata(task_name)['eval_family']
   lines = sweep_tables.TABLES[family](summary, **sweep.get('report', {}))
   with open(os.path.join(workdir, 'summary.md'), 'w') as f:
     f.write(lines + '\n')

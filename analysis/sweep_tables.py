@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def _fmt(value, digits=3):
@@ -102,5 +103,52 @@ def regbench_plot(summary, png_path) -> None:
   plt.close(fig)
 
 
-TABLES = {'regression': regression_table, 'regbench': regbench_table}
-PLOTS = {'regression': regression_plot, 'regbench': regbench_plot}
+def preference_table(summary) -> str:
+  """Markdown: per member, the judge's win rate against the reference, the policy's judge
+  reward, KL(policy || reference), and the in-context metrics before -> after fine-tuning."""
+  lines = ['| run | loss type | mode | steps | win rate vs ref | judge reward (ref -> policy) | '
+           'KL(policy, ref) | ICL accuracy before -> after | ICL loss before -> after |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for name, row in summary.items():
+    r = row['result']
+    first, last = r['first_eval'], r['last_eval']
+    get = lambda d, k: _fmt(d.get(k))
+    lines.append(f'| {name} | {r["objective"]["loss_type"]} | {r["objective"]["mode"]} | '
+                 f'{r["last_step"]} | {get(last, "eval/win_rate")} | '
+                 f'{get(last, "eval/reference_reward")} -> {get(last, "eval/policy_reward")} | '
+                 f'{get(last, "eval/kl")} | {get(first, "eval/accuracy_mean")} -> '
+                 f'{get(last, "eval/accuracy_mean")} | {get(first, "eval/loss_mean")} -> '
+                 f'{get(last, "eval/loss_mean")} |')
+  return '\n'.join(lines)
+
+
+def preference_plot(summary, png_path) -> None:
+  """Win rate against KL per member, and ICL accuracy before and after."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  names = list(summary)
+  for i, name in enumerate(names):
+    r = summary[name]['result']
+    last, first = r['last_eval'], r['first_eval']
+    axes[0].scatter(last.get('eval/kl', np.nan), last.get('eval/win_rate', np.nan),
+                    color=f'C{i % 10}', label=name)
+    axes[1].plot([0, 1], [first.get('eval/accuracy_mean', np.nan),
+                          last.get('eval/accuracy_mean', np.nan)], marker='o',
+                 color=f'C{i % 10}', label=name)
+  axes[0].set_xlabel('KL(policy || reference), nats per completion')
+  axes[0].set_ylabel('judge win rate vs reference')
+  axes[0].axhline(0.5, color='gray', ls='--', lw=0.8)
+  axes[0].grid(alpha=0.3)
+  axes[1].set_xticks([0, 1], ['before', 'after'])
+  axes[1].set_ylabel('in-context accuracy (REGBENCH, per position mean)')
+  axes[1].grid(alpha=0.3)
+  axes[1].legend(fontsize=7, ncol=2)
+  fig.suptitle('preference fine-tuning: fixed budget per objective')
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=110)
+  plt.close(fig)
+
+
+TABLES = {'regression': regression_table, 'regbench': regbench_table,
+          'preference': preference_table}
+PLOTS = {'regression': regression_plot, 'regbench': regbench_plot,
+         'preference': preference_plot}

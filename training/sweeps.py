@@ -179,11 +179,20 @@ def run_group(group: Group, sweep, workdir: str, *, overwrite: bool, num_prompts
   with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   rates = [r['steps_per_sec'] for r in rows if r.get('kind', 'train') == 'train']
+  evals = [r for r in rows if r.get('kind') == 'eval']
   members: Dict[str, Any] = {}
   for index, unit in enumerate(group.units):
-    result = evaluate_seed(run, index, evaluator, suite,
-                           num_prompts=num_prompts or config.eval.num_prompts,
-                           seed=config.eval.seed)
+    if sweep.get('evaluate', True):
+      result = evaluate_seed(run, index, evaluator, suite,
+                             num_prompts=num_prompts or config.eval.num_prompts,
+                             seed=config.eval.seed)
+    else:   # the table reads the scheduled evaluations of training (first and last)
+      pick = lambda row: {k: (v[index] if isinstance(v, list) else v) for k, v in row.items()
+                          if k.startswith('eval/')}
+      result = {'first_eval': pick(evals[0]) if evals else {}, 'first_step': evals[0]['step']
+                if evals else None, 'last_eval': pick(evals[-1]) if evals else {},
+                'last_step': evals[-1]['step'] if evals else None,
+                'objective': config.objective.to_dict()}
     entry = members.setdefault(unit.member, {
         'task': config.task.name, 'mixer': config.model.mixer, 'd_model': config.model.d_model,
         'params': info['param_count'], 'state_size': info['state_size'],

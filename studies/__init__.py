@@ -1,0 +1,1 @@
+"""Self-contained studies: small exact experiments run as `python -m studies.<name>`."""
