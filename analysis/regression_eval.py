@@ -25,6 +25,9 @@ from core import ConfigError, require
 from data.regression import OOD_OPTIONS, OOD_SUITES, QUERY_SUITES
 
 SUITES: Tuple[str, ...] = OOD_SUITES
+# Predictors whose distance to the model is reported (Raventós et al.: the model moves from the
+# pool's posterior mean, dMMSE, to ridge under the Gaussian prior as the pool grows).
+DISTANCE_TO = ('dmmse', 'ridge', 'least_squares')
 # Prompts are drawn in blocks of this size from fold_in(key(seed), block), so the prompts (and
 # so the numbers) do not depend on batch_size.
 GENERATION_BLOCK = 256
@@ -140,6 +143,7 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
 
   normaliser = float(task.error_normaliser())
   curves = {}
+  kept_preds = {}   # name -> preds_SxP, for the model's distance to the Bayes predictors
   with tqdm(total=total_calls, desc=f'{task.name}/{suite}', disable=total_calls < 8,
             leave=False) as progress:
     for name, fn in predictors.items():
@@ -154,6 +158,9 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
         if position_R is None:
           err = (preds_RxN[:num_real, :num_positions] - ys[:num_real, :num_positions]) ** 2
           squared_SxP[prompt_R[:num_real]] = err
+          if name == 'model' or name in DISTANCE_TO:
+            kept = kept_preds.setdefault(name, np.full((used, num_positions), np.nan))
+            kept[prompt_R[:num_real]] = preds_RxN[:num_real, :num_positions]
         else:
           chosen_R = preds_RxN[np.arange(num_real), position_R[:num_real]]
           err = (chosen_R - target_R[:num_real]) ** 2
@@ -162,7 +169,16 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
       mean, lo, hi = bootstrap_ci(squared_SxP / normaliser, num_resamples=1000, seed=0)
       curves[name] = {'mean': _finite_list(mean), 'lo': _finite_list(lo),
                       'hi': _finite_list(hi), 'num_prompts': int(used)}
+  distances = {}
+  for name in DISTANCE_TO:
+    if name in kept_preds and 'model' in kept_preds:
+      rows = min(len(kept_preds[name]), len(kept_preds['model']))
+      gap_SxP = (kept_preds['model'][:rows] - kept_preds[name][:rows]) ** 2 / normaliser
+      mean, lo, hi = bootstrap_ci(gap_SxP, num_resamples=1000, seed=0)
+      distances[name] = {'mean': _finite_list(mean), 'lo': _finite_list(lo),
+                         'hi': _finite_list(hi)}
   return {
+      'distances': distances,   # squared distance of the model's predictions to each / norm.
       'suite': suite,
       'task': task.name,
       'n_dims': int(task.n_dims),

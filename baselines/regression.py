@@ -743,6 +743,26 @@ def _optional_available(name: str) -> bool:
   return name != 'xgboost' or xgboost_available()
 
 
+def dmmse(pool_w_MxD, noise_variance: float) -> BaselineFn:
+  """The Bayes predictor of Raventós et al. (2023) for a finite pool of M linear tasks drawn
+  uniformly: the posterior mean over the pool, w = sum_m p(m | prefix) w_m with
+  p(m | prefix) proportional to exp(-sum_{j<i} (y_j - x_j.w_m)^2 / (2 noise_variance)).
+  `pool_w_MxD` holds y_scale * w of every pool task (prediction 0 needs no pool at i = 0: the
+  prior mean). The cost is B x N x M: fine for pools up to ~10^4 tasks at evaluation sizes."""
+  pool_w_MxD = jnp.asarray(pool_w_MxD, jnp.float32)
+  variance = max(float(noise_variance), 1e-6)
+
+  @jax.jit
+  def predict(xs_BxNxD, ys_BxN):
+    preds_BxNxM = jnp.einsum('bnd,md->bnm', xs_BxNxD, pool_w_MxD)
+    squared_BxNxM = jnp.square(ys_BxN[..., None] - preds_BxNxM)
+    log_weights_BxNxM = -_exclusive_cumsum(squared_BxNxM) / (2.0 * variance)
+    weights_BxNxM = jax.nn.softmax(log_weights_BxNxM, axis=-1)
+    return jnp.sum(weights_BxNxM * preds_BxNxM, axis=-1)
+
+  return _mark(predict, jittable=True, max_prompts=None)
+
+
 def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
   """The baselines worth comparing against on `task_name`: result name -> fn.
 
@@ -774,4 +794,17 @@ def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
     if name == 'knn':
       result_name = f'{options.get("k", 3)}nn'
     result[result_name] = _constructors()[name](**options)
+  pool = _linear_pool(task_name, task)
+  if pool is not None:   # a finite pool of linear tasks: its Bayes predictor (Raventós et al.)
+    result['dmmse'] = dmmse(y_scale * pool, noise_std ** 2)
   return result
+
+
+def _linear_pool(task_name: str, task_config):
+  """y-unscaled weights of a finite pool of linear tasks (num_tasks > 0), else None."""
+  if task_config is None or task_family(task_name) != 'linear':
+    return None
+  if int(getattr(task_config, 'num_tasks', 0) or 0) <= 0:
+    return None
+  from data import get_task   # baselines may read data/ (never models/ or analysis/)
+  return np.asarray(get_task(task_config).pool_functions()['w_D'])

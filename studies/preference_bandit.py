@@ -2,7 +2,8 @@
 Suboptimal, On-Policy Data": offline vs on-policy DPO on a tabular policy.
 
     python -m studies.preference_bandit --out runs/bandit [--steps 500 --batch 64 --beta 0.1
-        --lr 0.05 --loss_type sigmoid,ipo --seeds 3 --temperature 0.1 --num_pairs 64]
+        --lr 0.05 --loss_type sigmoid,ipo --seeds 3 --temperature 0.1 --num_pairs 32000
+        --extra_num_pairs 64,1024]
 
 The problem (data/bandit.py): a vocabulary of 100 tokens, responses of 9 tokens, the reference
 pi_ref = the authors' squashed-Cauchy histogram (interior mode at token 16, "peaked at 15"),
@@ -16,8 +17,11 @@ initialised at pi_ref. Expected reward and KL(pi || pi_ref) (sum over positions)
 Pairs are two responses labelled by Bradley-Terry on the reward at `--temperature` T:
 P(a > b) = sigmoid((r(a) - r(b)) / T) (T = 0: the higher reward wins, ties dropped).
   * offline:   one fixed dataset of `--num_pairs` pairs drawn from pi_ref before training;
-               every step takes `--batch` of them (the whole dataset, the same pairs at every
-               step, when num_pairs == batch, the default).
+               every step takes the next `--batch` of them, epoch after epoch (a fresh
+               permutation per epoch). Default num_pairs = steps * batch: the same budget of
+               labelled pairs as on-policy, one epoch. num_pairs == batch: the whole dataset,
+               the same pairs, at every step. `--extra_num_pairs` adds offline runs (first
+               loss type) at other dataset sizes, for the table only.
   * on_policy: every step draws `--batch` fresh pairs from the current policy (stop-gradient).
 The loss is training/preference_losses.py `preference_loss` (default `sigmoid` = DPO) on the
 summed log-probs, optimised with optax Adam. Everything, the sampling included, is one jitted
@@ -77,28 +81,33 @@ def sample_pairs(key, logits_LxV, table_V, num_pairs: int, temperature) -> Pairs
   return Pairs(chosen, rejected, valid.astype(jnp.float32))
 
 
-def step_pairs(mode: str, key, logits_LxV, dataset: Pairs, table_V, batch: int,
+def step_pairs(mode: str, key, logits_LxV, dataset: Pairs, index_B, table_V, batch: int,
                temperature) -> Pairs:
-  """The pairs one training step uses. offline: `batch` pairs of the fixed `dataset` (all of
-  it, in order, when it holds exactly `batch`; else a uniform draw); the policy is not used.
-  on_policy: `batch` fresh pairs from the current policy (no gradient through sampling)."""
+  """The pairs one training step uses. offline: the rows `index_B` of the fixed `dataset`
+  (the policy and the key are not used). on_policy: `batch` fresh pairs from the current
+  policy (no gradient through the sampling)."""
   if mode == 'offline':
-    num = dataset.chosen.shape[0]
-    if num == batch:
-      return dataset
-    index = jax.random.choice(key, num, (batch,), replace=num < batch)
-    return jax.tree.map(lambda x: x[index], dataset)
+    return jax.tree.map(lambda x: x[index_B], dataset)
   if mode == 'on_policy':
     return sample_pairs(key, jax.lax.stop_gradient(logits_LxV), table_V, batch, temperature)
   raise ValueError(f'unknown mode {mode!r}; known: {", ".join(MODES)}')
 
 
+def epoch_order(key, num_pairs: int, steps: int, batch: int) -> jax.Array:
+  """int32[steps, batch]: which dataset rows each offline step uses, epoch after epoch, a
+  fresh permutation per epoch (batches cross epoch boundaries when batch does not divide the
+  dataset). With num_pairs == batch every step uses the whole dataset."""
+  epochs = -(-steps * batch // num_pairs)
+  perms = jax.vmap(lambda k: jax.random.permutation(k, num_pairs))(
+      jax.random.split(key, epochs))
+  return perms.reshape(-1)[:steps * batch].reshape(steps, batch).astype(jnp.int32)
+
+
 def pair_digest(pairs: Pairs) -> jax.Array:
-  """A float32 fingerprint of a batch of pairs (their token ids, position-weighted), to see
-  whether two steps trained on the same pairs."""
-  b, length = pairs.chosen.shape
-  w = (1.0 + jnp.arange(b * length, dtype=jnp.float32).reshape(b, length) % 97.0)
-  return jnp.sum(w * pairs.chosen) + 0.5 * jnp.sum(w * pairs.rejected)
+  """A float32 fingerprint of a batch of pairs that ignores their order (a sum over pairs of
+  position-weighted token ids), to see whether two steps trained on the same pairs."""
+  w = 1.0 + jnp.arange(pairs.chosen.shape[-1], dtype=jnp.float32)
+  return jnp.sum(jnp.sqrt(1.0 + pairs.chosen @ w) + 0.5 * jnp.sqrt(1.0 + pairs.rejected @ w))
 
 
 def make_run(mode: str, loss_type: str, *, steps: int, batch: int, num_pairs: int, beta: float,
@@ -124,20 +133,23 @@ def make_run(mode: str, loss_type: str, *, steps: int, batch: int, num_pairs: in
             'probs': jnp.mean(jax.nn.softmax(logits), axis=0)}
 
   def run(key, table):
-    k_data, k_steps = jax.random.split(key)
+    k_data, k_order, k_steps = jax.random.split(key, 3)
     dataset = sample_pairs(k_data, ref, table, num_pairs, temperature)
+    order = epoch_order(k_order, num_pairs, steps, batch)
     logits = ref
     state = opt.init(logits)
 
-    def body(carry, k):
+    def body(carry, xs):
       logits, state = carry
-      pairs = step_pairs(mode, k, logits, dataset, table, batch, temperature)
+      k, index = xs
+      pairs = step_pairs(mode, k, logits, dataset, index, table, batch, temperature)
       loss, grad = jax.value_and_grad(loss_fn)(logits, pairs)
       updates, state = opt.update(grad, state, logits)
       new = optax.apply_updates(logits, updates)
       return (new, state), metrics(new, table, loss, pair_digest(pairs))
 
-    _, per_step = jax.lax.scan(body, (logits, state), jax.random.split(k_steps, steps))
+    _, per_step = jax.lax.scan(body, (logits, state),
+                                (jax.random.split(k_steps, steps), order))
     first = metrics(logits, table, jnp.float32(jnp.nan), jnp.float32(jnp.nan))
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, per_step)
 
@@ -172,7 +184,7 @@ def run_study(args) -> dict:
   recorded = record_steps(args.steps, args.num_records)
   settings = {k: getattr(args, k) for k in (
       'steps', 'batch', 'num_pairs', 'beta', 'lr', 'temperature', 'seeds', 'seed',
-      'num_tokens', 'vocab_size', 'num_records')}
+      'num_tokens', 'vocab_size', 'num_records', 'extra_num_pairs')}
   settings.update(loss_types=loss_types, optimizer='adam', policy='tabular logits [L, V], '
                   'one categorical per position, initialised at pi_ref',
                   reward_width=bandit.REWARD_WIDTH, reward_centers=dict(REWARDS))
@@ -189,47 +201,53 @@ def run_study(args) -> dict:
       'runs': [],
       'timing_s': {},
   }
-  for loss_type in loss_types:
-    for mode in MODES:
-      start = time.time()
-      fn = make_run(mode, loss_type, steps=args.steps, batch=args.batch,
-                    num_pairs=args.num_pairs, beta=args.beta, lr=args.lr,
-                    temperature=args.temperature, num_tokens=args.num_tokens,
-                    vocab_size=args.vocab_size)
-      out = jax.device_get(fn(keys, tables))
-      result['timing_s'][f'{loss_type}/{mode}'] = round(time.time() - start, 2)
-      for i, name in enumerate(names):
-        er = np.asarray(out['expected_reward'][i], np.float64)   # [S, steps + 1]
-        kl = np.asarray(out['kl'][i], np.float64)
-        probs = np.asarray(out['probs'][i])                       # [S, steps + 1, V]
-        result['runs'].append({
-            'reward': name, 'center': REWARDS[name], 'mode': mode, 'loss_type': loss_type,
-            'expected_reward': er.tolist(), 'kl': kl.tolist(),
-            'loss': np.asarray(out['loss'][i]).tolist(),
-            'pair_digest': np.asarray(out['pair_digest'][i]).tolist(),
-            'policy_probs': probs[:, recorded].mean(0).tolist(),   # [records, V], seed mean
-            'final': {'expected_reward_mean': float(er[:, -1].mean()),
-                      'expected_reward_std': float(er[:, -1].std()),
-                      'kl_mean': float(kl[:, -1].mean()), 'kl_std': float(kl[:, -1].std()),
-                      'mass_within_10_of_center': float(np.mean(np.sum(
-                          probs[:, -1, max(0, int(REWARDS[name]) - 10):
-                                int(REWARDS[name]) + 11], -1)))},
-        })
+  jobs = [(loss_type, mode, args.num_pairs) for loss_type in loss_types for mode in MODES]
+  jobs += [(loss_types[0], 'offline', n) for n in args.extra_num_pairs if n != args.num_pairs]
+  for loss_type, mode, num_pairs in jobs:
+    start = time.time()
+    fn = make_run(mode, loss_type, steps=args.steps, batch=args.batch, num_pairs=num_pairs,
+                  beta=args.beta, lr=args.lr, temperature=args.temperature,
+                  num_tokens=args.num_tokens, vocab_size=args.vocab_size)
+    out = jax.device_get(fn(keys, tables))
+    tag = f'{loss_type}/{mode}' + (f'/{num_pairs}' if mode == 'offline' else '')
+    result['timing_s'][tag] = round(time.time() - start, 2)
+    for i, name in enumerate(names):
+      er = np.asarray(out['expected_reward'][i], np.float64)   # [S, steps + 1]
+      kl = np.asarray(out['kl'][i], np.float64)
+      probs = np.asarray(out['probs'][i])                       # [S, steps + 1, V]
+      lo, hi = max(0, int(REWARDS[name]) - 10), int(REWARDS[name]) + 11
+      result['runs'].append({
+          'reward': name, 'center': REWARDS[name], 'mode': mode, 'loss_type': loss_type,
+          'num_pairs': num_pairs if mode == 'offline' else None,
+          'main': num_pairs == args.num_pairs,
+          'expected_reward': er.tolist(), 'kl': kl.tolist(),
+          'loss': np.asarray(out['loss'][i]).tolist(),
+          'pair_digest': np.asarray(out['pair_digest'][i]).tolist(),
+          'policy_probs': probs[:, recorded].mean(0).tolist(),   # [records, V], seed mean
+          'final': {'expected_reward_mean': float(er[:, -1].mean()),
+                    'expected_reward_std': float(er[:, -1].std()),
+                    'kl_mean': float(kl[:, -1].mean()), 'kl_std': float(kl[:, -1].std()),
+                    'mass_within_10_of_center': float(np.mean(np.sum(probs[:, -1, lo:hi],
+                                                                     -1)))},
+      })
   return result
 
 
 def table_markdown(result: dict) -> str:
   s = result['settings']
-  lines = [f'| reward (center) | loss | mode | final E[r] | KL(pi‖ref) | mass ±10 of center | '
-           f'E[r] of pi* (T={s["temperature"]:g}, beta={s["beta"]:g}) | KL of pi* |',
+  lines = [f'| reward (center; pi_ref E[r]) | loss | mode (offline pairs) | final E[r] | '
+           f'KL(pi‖ref) | mass ±10 of center | DPO target pi* (T={s["temperature"]:g}, '
+           f'beta={s["beta"]:g}): E[r] | KL of pi* |',
            '|---|---|---|---|---|---|---|---|']
   for run in result['runs']:
     f = run['final']
     opt = result['rewards'][run['reward']]['optimum']
     ref_er = result['rewards'][run['reward']]['reference_expected_reward']
+    mode = run['mode'] if run['num_pairs'] is None else f'{run["mode"]} ({run["num_pairs"]})'
     lines.append(
-        f'| {run["reward"]} ({run["center"]:g}; ref {ref_er:.3f}) | {run["loss_type"]} | '
-        f'{run["mode"]} | {f["expected_reward_mean"]:.3f} ± {f["expected_reward_std"]:.3f} | '
+        f'| {run["reward"]} ({run["center"]:g}; {ref_er:.3f}) | {run["loss_type"]} | '
+        f'{mode} | '
+        f'{f["expected_reward_mean"]:.3f} ± {f["expected_reward_std"]:.3f} | '
         f'{f["kl_mean"]:.2f} ± {f["kl_std"]:.2f} | {f["mass_within_10_of_center"]:.3f} | '
         f'{opt["expected_reward"]:.3f} | {opt["kl"]:.2f} |')
   return '\n'.join(lines)
@@ -256,7 +274,8 @@ def plot(result: dict, png_path: str) -> None:
   for row, name in enumerate(REWARDS):
     info = result['rewards'][name]
     table = np.asarray(info['table'])
-    runs = {(r['mode'], r['loss_type']): r for r in result['runs'] if r['reward'] == name}
+    runs = {(r['mode'], r['loss_type']): r for r in result['runs']
+            if r['reward'] == name and r['main']}
     top = 0.0
     for col, mode in enumerate(MODES):
       ax = axes[row, col]
@@ -315,21 +334,26 @@ def parse_args(argv=None):
   p.add_argument('--steps', type=int, default=500)
   p.add_argument('--batch', type=int, default=64, help='pairs per step')
   p.add_argument('--num_pairs', type=int, default=0,
-                 help='offline dataset size (0: = batch, the same pairs at every step)')
+                 help='offline dataset size (0: steps * batch, the on-policy runs\' budget of '
+                 'labelled pairs, one epoch; = batch: the same pairs at every step)')
   p.add_argument('--beta', type=float, default=0.1)
   p.add_argument('--lr', type=float, default=0.05)
   p.add_argument('--temperature', type=float, default=0.1,
                  help='Bradley-Terry label temperature on the [0, 1] reward (0: hard labels)')
-  p.add_argument('--loss_type', default='sigmoid', help='comma-separated preference losses')
+  p.add_argument('--loss_type', default='sigmoid,ipo',
+                 help='comma-separated preference losses (the first is drawn in the grid)')
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_tokens', type=int, default=bandit.NUM_TOKENS)
   p.add_argument('--vocab_size', type=int, default=bandit.VOCAB_SIZE)
   p.add_argument('--num_records', type=int, default=11)
+  p.add_argument('--extra_num_pairs', default='64,1024',
+                 help='comma-separated extra offline dataset sizes (table only; "" for none)')
   p.add_argument('--docs_png', default='docs/bandit.png', help="copy of the PNG ('' to skip)")
   args = p.parse_args(argv)
   if args.num_pairs <= 0:
-    args.num_pairs = args.batch
+    args.num_pairs = args.steps * args.batch
+  args.extra_num_pairs = [int(n) for n in args.extra_num_pairs.split(',') if n.strip()]
   for t in args.loss_type.split(','):
     if t not in LOSS_TYPES or t in REFERENCE_FREE:
       p.error(f'--loss_type {t!r}: use one of '

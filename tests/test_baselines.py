@@ -382,3 +382,31 @@ def test_declared_baselines_config_is_used_and_validated():
   tree.eval.baselines.knnn = ml_collections.ConfigDict({'k': 3})
   with pytest.raises(ConfigError, match='eval.baselines.knnn'):
     R.get_baselines(tree.task.name, tree)
+
+
+def test_dmmse_is_the_posterior_mean_over_the_pool():
+  """Against a direct computation: p(m | prefix) ∝ exp(-SSE_m / (2 s^2)), prediction x_i . E[w]."""
+  rng = np.random.default_rng(0)
+  pool = rng.standard_normal((5, 3))
+  xs = rng.standard_normal((2, 6, 3)).astype(np.float32)
+  true = pool[[1, 4]]
+  ys = (np.einsum('bnd,bd->bn', xs, true) + 0.3 * rng.standard_normal((2, 6))).astype(np.float32)
+  preds = np.asarray(R.dmmse(pool, 0.09)(jnp.asarray(xs), jnp.asarray(ys)))
+  for b in range(2):
+    for i in range(6):
+      sse = np.array([np.sum((ys[b, :i] - xs[b, :i] @ w) ** 2) for w in pool])
+      weights = np.exp(-(sse - sse.min()) / (2 * 0.09))
+      mean_w = (weights / weights.sum()) @ pool
+      assert preds[b, i] == pytest.approx(float(xs[b, i] @ mean_w), rel=1e-4, abs=1e-5)
+  # with many noiseless examples it identifies the task exactly
+  clean = np.einsum('bnd,bd->bn', xs, true).astype(np.float32)
+  exact = np.asarray(R.dmmse(pool, 1e-4)(jnp.asarray(xs), jnp.asarray(clean)))
+  np.testing.assert_allclose(exact[:, -1], clean[:, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_get_baselines_adds_dmmse_for_a_finite_pool():
+  from configs.noisy_linear_regression import get_config
+  config = get_config('tiny')
+  assert 'dmmse' not in R.get_baselines('noisy_linear_regression', config)
+  config.task.num_tasks = 8
+  assert 'dmmse' in R.get_baselines('noisy_linear_regression', config)

@@ -204,3 +204,16 @@ def test_with_real_baselines_and_stats():
   assert 'least_squares' in result['curves']
   assert np.all(curve(result, 'least_squares')[D + 1:] < 1e-3)
   assert abs(curve(result, 'model').mean() - 1.0) < 0.3
+
+
+def test_distance_of_the_model_to_the_bayes_predictors():
+  """A model that is least squares is at distance 0 from least squares; on a finite noisy pool
+  dMMSE and ridge are reported and differ from it."""
+  config = make_config('noisy_linear_regression', num_tasks=4, noise_std=0.5)
+  result, _ = run('in_distribution', config, model_kind='lstsq', num_prompts=32)
+  distances = result['distances']
+  assert set(distances) == {'dmmse', 'ridge', 'least_squares'}
+  to_lstsq = np.array([np.nan if v is None else v for v in distances['least_squares']['mean']])
+  assert np.nanmax(to_lstsq) < 1e-8
+  to_dmmse = np.array(distances['dmmse']['mean'], np.float64)
+  assert to_dmmse[2:].min() > 1e-3
