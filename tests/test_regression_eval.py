@@ -214,6 +214,6 @@ def test_distance_of_the_model_to_the_bayes_predictors():
   distances = result['distances']
   assert set(distances) == {'dmmse', 'ridge', 'least_squares'}
   to_lstsq = np.array([np.nan if v is None else v for v in distances['least_squares']['mean']])
-  assert np.nanmax(to_lstsq) < 1e-8
+  assert np.nanmax(to_lstsq) < 1e-5        # float32 pinv vs float64 lstsq
   to_dmmse = np.array(distances['dmmse']['mean'], np.float64)
   assert to_dmmse[2:].min() > 1e-3
