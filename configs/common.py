@@ -57,6 +57,8 @@ def train_config() -> ml_collections.ConfigDict:
       adam_b2=0.999,
       grad_clip_norm=1.0,       # 0 disables clipping
       steps_per_call=10,        # train steps fused into one compiled call (lax.scan)
+      forget_every=0,           # weight forgetting: re-draw forget_modules every N steps (0: off)
+      forget_modules='read_in',  # comma list of top-level modules (read_in: the embeddings)
       log_every=50,
       checkpoint_every=500,
       keep_checkpoints=3,

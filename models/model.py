@@ -127,6 +127,10 @@ class Block(nnx.Module):
   def __call__(self, x_BxTxD, tokens_BxT=None):
     return self._sublayers(x_BxTxD, lambda h: self.mixer(h, tokens_BxT=tokens_BxT))
 
+  def mixer_input(self, x_BxTxD):
+    """What this block's mixer reads given the residual stream x: norm(x) pre-norm, x post-norm."""
+    return self.mixer_norm(x_BxTxD) if self.pre_norm else x_BxTxD
+
   def step(self, x_BxD, state, token_B=None):
     new_state = []
 
@@ -194,6 +198,26 @@ class SequenceModel(nnx.Module):
     for block in self.blocks:
       h = block(h, tokens_BxT=tokens)
     return self._read_out(h)
+
+  # Inspection: the residual stream, for probes and attention diagnostics.
+  def hidden_states(self, inputs) -> List[jax.Array]:
+    """Residual streams [after read-in, after block 1, ..., after block L], each BxTxD.
+
+    The same computation as `__call__` (which equals `output_from_hidden(hidden_states[-1])`);
+    the streams are in the compute dtype, before the final norm of a pre-norm model.
+    """
+    seq_len = inputs.shape[1]
+    h = self._embed(inputs, jnp.arange(seq_len))
+    tokens = inputs if self.io.input_kind == 'tokens' else None
+    states = [h]
+    for block in self.blocks:
+      h = block(h, tokens_BxT=tokens)
+      states.append(h)
+    return states
+
+  def output_from_hidden(self, h_BxTxD):
+    """The read-out (final norm, if any, then the output map) of a last-layer stream."""
+    return self._read_out(h_BxTxD)
 
   # Generation: one position at a time through every mixer's step form.
   def init_state(self, batch_size: int):

@@ -104,10 +104,14 @@ def epoch_order(key, num_pairs: int, steps: int, batch: int) -> jax.Array:
 
 
 def pair_digest(pairs: Pairs) -> jax.Array:
-  """A float32 fingerprint of a batch of pairs that ignores their order (a sum over pairs of
-  position-weighted token ids), to see whether two steps trained on the same pairs."""
-  w = 1.0 + jnp.arange(pairs.chosen.shape[-1], dtype=jnp.float32)
-  return jnp.sum(jnp.sqrt(1.0 + pairs.chosen @ w) + 0.5 * jnp.sqrt(1.0 + pairs.rejected @ w))
+  """An exact uint32 fingerprint of a batch of pairs that ignores their order (a wrapping sum
+  over pairs of a hash of each pair's token ids), to see whether two steps trained on the same
+  pairs."""
+  length = pairs.chosen.shape[-1]
+  w = (2 * jnp.arange(2 * length, dtype=jnp.uint32) + 101) * jnp.uint32(2654435761)
+  tokens = jnp.concatenate([pairs.chosen, pairs.rejected], -1).astype(jnp.uint32)
+  code = (tokens + 1) @ w
+  return jnp.sum(code * (code | jnp.uint32(1)), dtype=jnp.uint32)
 
 
 def make_run(mode: str, loss_type: str, *, steps: int, batch: int, num_pairs: int, beta: float,
@@ -150,7 +154,7 @@ def make_run(mode: str, loss_type: str, *, steps: int, batch: int, num_pairs: in
 
     _, per_step = jax.lax.scan(body, (logits, state),
                                 (jax.random.split(k_steps, steps), order))
-    first = metrics(logits, table, jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+    first = metrics(logits, table, jnp.float32(jnp.nan), jnp.uint32(0))
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, per_step)
 
   return jax.jit(jax.vmap(jax.vmap(run, in_axes=(0, None)), in_axes=(None, 0)))
@@ -286,7 +290,7 @@ def plot(result: dict, png_path: str) -> None:
                 label=f'step {step}' if j in (0, len(recorded) // 2, len(recorded) - 1) else None)
       ax.plot(tokens, ref, 'k--', lw=1.2, label='reference')
       ax.plot(tokens, info['optimum']['probs'], color='gray', ls=':', lw=1.5,
-              label='pi* (KL-reg. optimum)')
+              label='pi* (DPO target)')
       top = max(top, probs.max(), ref.max())
       twin = ax.twinx()
       twin.plot(tokens, table, color='crimson', lw=1.5, alpha=0.7)
@@ -312,7 +316,7 @@ def plot(result: dict, png_path: str) -> None:
           ax.plot(steps, mean, color=f'C{mi}', ls=styles[li % len(styles)],
                   label=f'{mode} ({loss_type})')
           ax.fill_between(steps, mean - std, mean + std, color=f'C{mi}', alpha=0.2, lw=0)
-      ax.axhline(info['optimum'][key], color='gray', ls=':', label='pi*')
+      ax.axhline(info['optimum'][key], color='gray', ls=':', label='pi* (DPO target)')
       if key == 'expected_reward':
         ax.axhline(info['reference_expected_reward'], color='k', ls='--', lw=1, label='pi_ref')
       ax.set_xlabel('step')

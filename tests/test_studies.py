@@ -209,3 +209,24 @@ def test_full_suites_on_the_schedule_match_a_later_evaluation(tmp_path):
   config.eval.train_suites = 'in_distribution,upside_down'
   with pytest.raises(ConfigError, match='eval.train_suites.*suites of this task'):
     train(config, str(tmp_path / 'bad'), devices=ONE, log=quiet)
+
+
+def test_weight_forgetting_redraws_only_the_embeddings(tmp_path):
+  plain = train(tiny_config(5), str(tmp_path / 'plain'), devices=ONE, log=quiet)
+  forget = train(tiny_config(5, forget_every=5), str(tmp_path / 'forget'), devices=ONE,
+                 log=quiet)
+  same, redrawn = 0, 0
+  flat = lambda r: jax.tree_util.tree_flatten_with_path(jax.device_get(r['state']['params']))[0]
+  for (path, a), (_, b) in zip(flat(plain), flat(forget)):
+    if 'read_in' in jax.tree_util.keystr(path):
+      assert not np.allclose(a, b)
+      if a.ndim == 3:
+        assert np.std(b) == pytest.approx(0.02, rel=0.2)   # a fresh N(0, 0.02) draw
+      redrawn += 1
+    else:
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)   # the rest learned as before
+      same += 1
+  assert redrawn >= 1 and same > 5
+  with pytest.raises(ConfigError, match='top-level modules of this model'):
+    train(tiny_config(5, forget_every=5, forget_modules='embedz'), str(tmp_path / 'x'),
+          devices=ONE, log=quiet)

@@ -126,6 +126,8 @@ def validate_train_config(config, num_devices: int) -> None:
           'must be an integer >= 0 (0: only the last train.keep_checkpoints)')
   require(t.checkpoint_every % t.steps_per_call == 0, 'train.checkpoint_every',
           t.checkpoint_every, f'must be a multiple of train.steps_per_call={t.steps_per_call}')
+  require(isinstance(t.forget_every, int) and t.forget_every >= 0, 'train.forget_every',
+          t.forget_every, 'must be an integer >= 0 (0: no weight forgetting)')
   validate_optimizer_config(t)
   e = config.eval
   require(isinstance(e.every, int) and e.every >= 0, 'eval.every', e.every,
@@ -159,6 +161,12 @@ def make_setup(config, devices=None) -> Setup:
   validate_objective(config, task)
   seeds, per_seed = parse_seed_values(config, task)
   model = build_model(task.io(), config.model, seed=seeds[0])
+  if config.train.forget_every:
+    from flax import nnx
+    modules = sorted(k for k, v in vars(model).items() if isinstance(v, nnx.Module))
+    for name in str(config.train.forget_modules).split(','):
+      require(name.strip() in modules, 'train.forget_modules', config.train.forget_modules,
+              f'top-level modules of this model: {", ".join(modules)}')
   name = config.objective.name
   loss = OBJECTIVES[name](config.objective, task)
   mesh = jax.sharding.Mesh(np.array(devices), ('data',))

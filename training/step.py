@@ -112,7 +112,40 @@ def make_train_fn(setup: Setup, graphdef, num_steps: int, frozen_shared: bool = 
         seed_step, in_axes=(0, 0, 0, frozen_axis, 0, 0, 0, None))(
             state['params'], state['opt_state'], rest_N, frozen, batch_N, step_keys_N,
             values['train'], step)
+    if forget_every:
+      params, opt_state = _forget(params, opt_state, step + 1, keys_N)
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
+
+  forget_every = config.train.forget_every
+  forget_modules = tuple(m.strip() for m in str(config.train.forget_modules).split(',')
+                         if m.strip())
+
+  def _forget(params_N, opt_state_N, step, keys_N):
+    """Weight forgetting: every `forget_every` steps the parameters of `forget_modules` (the
+    embeddings by default) are drawn afresh (N(0, 0.02) matrices, zero biases) and their
+    optimiser moments zeroed; the rest of the model keeps learning."""
+    reset = (step % forget_every) == 0
+
+    def fresh(path, leaf_N, salt):
+      names = [str(getattr(k, 'key', getattr(k, 'name', k))) for k in path]
+      if not any(n in forget_modules for n in names):
+        return leaf_N
+      if leaf_N.ndim >= 3 and salt is not None:     # a matrix per seed: redraw
+        keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, step), salt))(keys_N)
+        new = jax.vmap(lambda k: 0.02 * jax.random.normal(k, leaf_N.shape[1:], leaf_N.dtype))(
+            keys)
+      else:
+        new = jnp.zeros_like(leaf_N)
+      return jnp.where(reset, new, leaf_N)
+
+    leaves = jax.tree_util.tree_flatten_with_path(params_N)[0]
+    salts = {tuple(path): i for i, (path, _) in enumerate(leaves)}
+    params_N = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: fresh(path, leaf, salts.get(tuple(path))), params_N)
+    opt_state_N = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: fresh(path, leaf, None) if hasattr(leaf, 'ndim') and leaf.ndim >= 1
+        else leaf, opt_state_N)
+    return params_N, opt_state_N
 
   def run(state, rest_N, frozen):
     return jax.lax.scan(lambda s, _: one_step(s, rest_N, frozen), state, None,

@@ -160,8 +160,8 @@ class Attention(Mixer):
     merged = attended_XxHxK.reshape(attended_XxHxK.shape[:-2] + (self.spec.d_model,))
     return self.out(merged)
 
-  def _attend_parallel(self, x_BxTxD):
-    """Returns (attended_BxTxHxK, v_BxTxHxK) of the causal parallel form."""
+  def _parallel_operands(self, x_BxTxD):
+    """(q, k, v, bias, mask) of the causal parallel form: positions applied, as attended."""
     _, T, _ = x_BxTxD.shape
     q, k, v = self._project(x_BxTxD)
     positions_T = jnp.arange(T)
@@ -172,8 +172,24 @@ class Attention(Mixer):
     if self.spec.position == 'alibi':
       bias = self._alibi_bias(positions_T, positions_T)[None]
     mask_1xTxT = jnp.tril(jnp.ones((T, T), bool))[None]
+    return q, k, v, bias, mask_1xTxT
+
+  def _attend_parallel(self, x_BxTxD):
+    """Returns (attended_BxTxHxK, v_BxTxHxK) of the causal parallel form."""
+    q, k, v, bias, mask_1xTxT = self._parallel_operands(x_BxTxD)
     attended, _ = softmax_attend(q, k, v, bias, mask_1xTxT)
     return attended, v
+
+  def attention_probs(self, x_BxTxD):
+    """probs_BxHxTxT: the causal softmax weights of the parallel form (rows sum to 1).
+
+    Exactly the weights `__call__` applies to the values (rope / alibi included; learned
+    positions are in x already), in the compute dtype. For momentum_attention these are the
+    weights of its softmax term only (the value EMA is added beside them).
+    """
+    q, k, v, bias, mask_1xTxT = self._parallel_operands(x_BxTxD)
+    _, probs = softmax_attend(q, k, v, bias, mask_1xTxT)
+    return probs
 
   def _attend_step(self, x_BxD, state):
     """One cached step; returns (attended_BxHxK, v_BxHxK, new_state)."""

@@ -1,0 +1,130 @@
+"""studies/preference_bandit.py and studies/nash.py: the commands write their JSON and PNG,
+on-policy DPO learns the far reward, offline pairs are a fixed dataset, on-policy pairs follow
+the policy."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data import bandit
+from studies import nash, preference_bandit as pb
+
+
+def _png_ok(path):
+  import matplotlib.image
+  image = matplotlib.image.imread(str(path))
+  assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+  assert np.ptp(image[..., :3]) > 0          # not a blank canvas
+
+
+def test_bandit_command_writes_json_and_png(tmp_path, capsys):
+  out = tmp_path / 'bandit'
+  steps, seeds = 6, 2
+  pb.main(['--out', str(out), '--steps', str(steps), '--batch', '8', '--seeds', str(seeds),
+           '--num_records', '3', '--loss_type', 'sigmoid', '--extra_num_pairs', '16',
+           '--docs_png', ''])
+  assert '| far (70;' in capsys.readouterr().out
+  with open(out / 'bandit.json') as f:
+    result = json.load(f)
+  assert {'settings', 'recorded_steps', 'reference_probs', 'rewards', 'runs'} <= set(result)
+  assert result['recorded_steps'] == [0, 3, 6]
+  assert result['settings']['num_pairs'] == steps * 8          # default: the on-policy budget
+  assert set(result['rewards']) == {'far', 'near'}
+  for info in result['rewards'].values():
+    assert len(info['table']) == 100
+    assert {'expected_reward', 'kl', 'probs'} <= set(info['optimum'])
+  runs = result['runs']
+  assert len(runs) == 2 * 2 + 2                                # 2 rewards x 2 modes + extra
+  assert {(r['reward'], r['mode']) for r in runs if r['main']} == {
+      (w, m) for w in ('far', 'near') for m in ('offline', 'on_policy')}
+  for run in runs:
+    assert np.shape(run['expected_reward']) == (seeds, steps + 1)
+    assert np.shape(run['kl']) == (seeds, steps + 1)
+    probs = np.asarray(run['policy_probs'])
+    assert probs.shape == (3, 100)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(probs[0], result['reference_probs'], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(run['kl'])[:, 0], 0.0, atol=1e-5)
+    assert {'expected_reward_mean', 'kl_mean'} <= set(run['final'])
+  _png_ok(out / 'bandit.png')
+
+
+def test_nash_command_writes_json_and_png(tmp_path, capsys):
+  out = tmp_path / 'nash'
+  nash.main(['--out', str(out), '--steps', '30', '--docs_png', ''])
+  assert 'nash_md' in capsys.readouterr().out
+  with open(out / 'nash.json') as f:
+    result = json.load(f)
+  assert {'settings', 'preference_matrix', 'equilibrium', 'bt_fit', 'methods'} <= set(result)
+  np.testing.assert_allclose(result['equilibrium'], [1 / 3] * 3, atol=1e-6)
+  assert result['bt_fit']['residual'] > result['bt_fit']['lower_bound'] - 1e-4 > 0
+  assert result['bt_fit']['transitive_control']['residual'] < 1e-6
+  assert {'nash_md', 'mirror_descent_selfplay', 'bt_reward_eta0.1', 'bt_reward_eta1'} == set(
+      result['methods'])
+  for m in result['methods'].values():
+    assert np.shape(m['probs']) == (31, 3)
+    assert np.shape(m['exploitability']) == (31,) and np.shape(m['distance_l1']) == (31,)
+  _png_ok(out / 'nash.png')
+
+
+def test_nash_md_converges_and_the_bt_route_does_not():
+  args = nash.parse_args(['--steps', '500', '--bt_eta', '0.1', '--docs_png', ''])
+  methods = nash.run_study(args)['methods']
+  assert methods['nash_md']['final_distance_l1'] < 0.05
+  assert methods['nash_md']['final_exploitability'] < 0.01
+  assert methods['bt_reward_eta0.1']['mean_exploitability_last_100'] > 0.1
+
+
+def _table(center):
+  return bandit.reward_table(center)[None]
+
+
+def test_on_policy_dpo_raises_the_far_reward():
+  steps = 80
+  fn = pb.make_run('on_policy', 'sigmoid', steps=steps, batch=32, num_pairs=32, beta=0.1,
+                   lr=0.05, temperature=0.1, num_tokens=9, vocab_size=100)
+  out = fn(jax.random.split(jax.random.key(1), 2), _table(bandit.FAR_CENTER))
+  er = np.asarray(out['expected_reward'][0])                 # [seeds, steps + 1]
+  start = float(bandit.expected_reward(bandit.reference_logits(), bandit.reward_table()))
+  np.testing.assert_allclose(er[:, 0], start, rtol=1e-5)
+  assert np.all(er[:, -1] > start + 0.02), (start, er[:, -1])
+  assert np.all(np.asarray(out['kl'][0])[:, -1] > 0.1)
+
+
+def test_offline_pairs_are_fixed_and_on_policy_pairs_follow_the_policy():
+  table = bandit.reward_table(bandit.FAR_CENTER)
+  ref = bandit.reference_logits(num_tokens=9)
+  other = ref.at[:, 70].add(5.0)
+  dataset = pb.sample_pairs(jax.random.key(0), ref, table, 16, 0.1)
+  index = jnp.arange(16)
+  k1, k2 = jax.random.split(jax.random.key(3))
+  # offline: the dataset's rows whatever the key and the policy
+  for key, logits in ((k1, ref), (k2, other)):
+    pairs = pb.step_pairs('offline', key, logits, dataset, index, table, 16, 0.1)
+    for a, b in zip(pairs, dataset):
+      np.testing.assert_array_equal(a, b)
+  # on-policy: deterministic given key and policy, different when the policy changes
+  same = [pb.step_pairs('on_policy', k1, ref, dataset, index, table, 16, 0.1) for _ in range(2)]
+  np.testing.assert_array_equal(same[0].chosen, same[1].chosen)
+  moved = pb.step_pairs('on_policy', k1, other, dataset, index, table, 16, 0.1)
+  assert not np.array_equal(same[0].chosen, moved.chosen)
+  assert np.mean(moved.chosen == 70) > np.mean(same[0].chosen == 70)
+
+  # inside training: offline with num_pairs == batch trains on the same pairs at every step;
+  # on-policy pairs change from step to step
+  digests = {}
+  for mode in pb.MODES:
+    fn = pb.make_run(mode, 'sigmoid', steps=5, batch=16, num_pairs=16, beta=0.1, lr=0.05,
+                     temperature=0.1, num_tokens=9, vocab_size=100)
+    digests[mode] = np.asarray(fn(jax.random.split(jax.random.key(0), 1),
+                                  table[None])['pair_digest'])[0, 0, 1:]
+  assert np.all(digests['offline'] == digests['offline'][0])
+  assert len(set(digests['on_policy'].tolist())) == len(digests['on_policy'])
+
+
+def test_offline_epochs_visit_every_pair_once():
+  order = np.asarray(pb.epoch_order(jax.random.key(0), 12, steps=9, batch=4))   # 3 epochs
+  for epoch in order.reshape(3, 12):
+    assert sorted(epoch.tolist()) == list(range(12))
