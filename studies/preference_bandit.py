@@ -40,6 +40,7 @@ at `--num_records` regularly spaced steps) and OUT/bandit.png (copied to `--docs
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -66,6 +67,7 @@ class Pairs(NamedTuple):
   valid: jax.Array       # float32[B]: 0 for a tie (T = 0) or two identical responses
 
 
+@functools.partial(jax.jit, static_argnames='num_pairs')
 def sample_pairs(key, logits_LxV, table_V, num_pairs: int, temperature) -> Pairs:
   """`num_pairs` pairs of responses drawn independently from the policy `logits_LxV` and
   labelled by Bradley-Terry on the sequence reward."""
@@ -81,6 +83,7 @@ def sample_pairs(key, logits_LxV, table_V, num_pairs: int, temperature) -> Pairs
   return Pairs(chosen, rejected, valid.astype(jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames=('mode', 'batch'))
 def step_pairs(mode: str, key, logits_LxV, dataset: Pairs, index_B, table_V, batch: int,
                temperature) -> Pairs:
   """The pairs one training step uses. offline: the rows `index_B` of the fixed `dataset`
