@@ -11,6 +11,7 @@ from core import ConfigError, Registry
 EVALUATORS = Registry('evaluator', 'task eval_family')
 EVALUATORS.register('regression')('analysis.regression_eval')
 EVALUATORS.register('regbench')('analysis.regbench_eval')
+EVALUATORS.register('classification')('analysis.classification_eval')
 
 
 def get_evaluator(family: str):
