@@ -112,7 +112,8 @@ def _time_one(spec):
   config.model.dtype = spec['dtype']
   if spec.get('mixer'):
     config.model.mixer = spec['mixer']
-    config.model.position = 'learned' if spec['mixer'] == 'attention' else 'none'
+    from models.zoo import position_for   # the one rule of every sweep
+    config.model.position = position_for(spec['mixer'])
     if 'seq_len' in config.task:       # token tasks: the context length itself
       config.task.seq_len = spec['length']
     else:                              # regression prompts of `length` tokens: 2 per point
