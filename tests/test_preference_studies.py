@@ -2,7 +2,6 @@
 on-policy DPO learns the far reward, offline pairs are a fixed dataset, on-policy pairs follow
 the policy."""
 import json
-import os
 
 import jax
 import jax.numpy as jnp
