@@ -381,7 +381,11 @@ def diagnose(run: Dict[str, Any], out_dir: str, *, num_prompts: int = 64,
   result = {'task': setup.task.name, 'checkpoint_step': run['step'], 'seeds': setup.seeds,
             'mixers': list(setup.model.mixer_names),
             'attention_layers': attention_layers(setup.model),
-            'repeated_prompts': probe.describe(), 'per_seed': []}
+            'layer_names': _layer_names(setup.model),
+            'repeated_prompts': probe.describe(),
+            # per seed: 'induction' / 'previous_token' [attention layer][head]; 'probes':
+            # name -> {'examples', 'r2' [layer (0: read-in)][example count], 'nmse'}
+            'per_seed': []}
   if not result['attention_layers']:
     log('no softmax-attention layer in this model: no attention maps or head scores')
   for i in range(num_seeds):

@@ -73,10 +73,14 @@ def _flatten(tree, prefix=''):
 
 
 def config_differences(old: Dict[str, Any], new: Dict[str, Any], ignore=RESUMABLE_DIFFERENCES):
-  """Keys whose values differ, ignoring the ones a resumed run may change."""
+  """Keys whose values differ, ignoring the ones a resumed run may change.
+
+  Only keys both configs hold are compared: a key the saved config lacks was added to the code
+  after the run was written, and every new key defaults to the earlier behaviour.
+  """
   old_flat, new_flat = _flatten(old), _flatten(new)
   diffs = []
-  for key in sorted(set(old_flat) | set(new_flat)):
+  for key in sorted(set(old_flat) & set(new_flat)):
     if any(key == k or key.startswith(k + '.') for k in ignore):
       continue
     if old_flat.get(key, '<missing>') != new_flat.get(key, '<missing>'):
