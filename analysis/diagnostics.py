@@ -19,8 +19,9 @@ Instruments (usable from Python too):
   model's own x, y layout, so P = 2 * (pairs); the induction score there is taken at the x
   positions of the second copy (target: the y of the same x in the first copy, i.e. the
   head that copies a seen label) and the previous-token score at every second-copy position.
-* Linear probes (`analysis.probes`) for regression runs: ridge read-outs of w and of the
-  least-squares solution so far from every layer's stream at chosen x positions.
+* Linear probes (`analysis.probes`) for regression runs: ridge read-outs of w, of the
+  least-squares solution so far, and of the query's label y (a positive control) from every
+  layer's stream at chosen x positions; held-out R^2 per layer x number of examples.
 
 Writes DIR/eval/diagnostics.json and PNGs (attention maps of a repeated and a task prompt,
 scores per layer x head, probe R^2); with --all-checkpoints, the per-head scores at every
@@ -340,7 +341,8 @@ def regression_probes(model, task, *, num_prompts: int, seed: int, step: int,
                       examples: Optional[Sequence[int]] = None,
                       batch_size: int = 128) -> Dict[str, Any]:
   """Ridge probes from every layer's stream at the x position of example i (having seen
-  examples 0..i-1) to w and to the least-squares solution on examples 0..i-1. Half the
+  examples 0..i-1) to w, to the least-squares solution on examples 0..i-1, and to the label
+  y_i (a positive control: the model's own target). Half the
   prompts train the probes, half score them (held-out R^2, per layer x example count)."""
   import jax
   from analysis import probes as probes_lib

@@ -144,9 +144,11 @@ def least_squares_prefix(xs_BxNxD, ys_BxN, rcond: float = 1e-8) -> np.ndarray:
 
 def regression_probe_targets(batch, params) -> Dict[str, np.ndarray]:
   """Probe targets of a regression batch and its function parameters: 'least_squares'
-  (BxNxD, per example count) always, 'w' (BxD) when the function class has a weight vector
-  ('w_D': linear, sparse and noisy linear regression)."""
-  targets = {'least_squares': least_squares_prefix(batch['xs_BxNxD'], batch['ys_BxN'])}
+  (BxNxD, per example count) and 'y' (BxNx1: the label of the query x_i, a positive control:
+  whatever the model predicts well is readable at its last layer) always, 'w' (BxD) when the
+  function class has a weight vector ('w_D': linear, sparse and noisy linear regression)."""
+  targets = {'least_squares': least_squares_prefix(batch['xs_BxNxD'], batch['ys_BxN']),
+             'y': np.asarray(batch['ys_BxN'], np.float64)[..., None]}
   if isinstance(params, dict) and 'w_D' in params:
     targets['w'] = np.asarray(params['w_D'], np.float64)
   return targets

@@ -269,7 +269,7 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
   config = get_config('tiny')
   config.task.update(num_classes=K, num_labels=L, num_context=N, n_dims=D,
                      num_novel_classes=H)
-  config.model.num_layers, config.model.d_model = 2, 32
+  config.model.num_layers, config.model.d_model = 1, 32
   config.train.update(dict(num_steps=10, batch_size=16, steps_per_call=5, log_every=5,
                            checkpoint_every=10, warmup_steps=2, progress=False,
                            keep_log_checkpoints=0))
@@ -286,7 +286,7 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
     assert evals and 'eval/query_loss' in evals[0] and 'eval/icl_score' in evals[0]
     _, task, model, _ = restore_model(workdir)
   fns = make_model_fns(model, task)
-  for suite in ('in_context', 'in_weights'):   # the splits themselves are tested above
+  for suite in ('in_context',):   # the splits themselves are tested above
     out = classification_eval.run_suite(suite, fns, task, config, num_prompts=40, seed=0,
                                         batch_size=16)
     json.dumps(out)
@@ -294,13 +294,11 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
     assert 0.0 <= m['model']['accuracy']['lo'] <= m['model']['accuracy']['hi'] <= 1.0
     assert np.isfinite(m['model']['loss']['mean'])
     assert m['chance']['accuracy']['mean'] == pytest.approx(1 / L)
-    if suite in ('in_distribution', 'in_context', 'in_context_permuted'):
-      assert m['context_nn']['accuracy']['mean'] > 0.9       # epsilon 0.1: nearest is same class
-    if suite == 'in_weights':
-      assert m['class_label']['accuracy']['mean'] == 1.0
-    if suite == 'in_context':
-      assert m['class_label']['accuracy']['mean'] < 0.5
+    assert m['context_nn']['accuracy']['mean'] > 0.9       # epsilon 0.1: nearest is same class
+    assert m['class_label']['accuracy']['mean'] < 0.5      # novel classes: weights can't tell
+    by_exemplars = m['model']['by_exemplars']['accuracy']
+    assert by_exemplars['count'][BURST] == 40 and by_exemplars['mean'][0] is None
     assert len(classification_eval.seed_curves(out)['model accuracy'][1]) == 1
   classification_eval.plot(out, str(tmp_path / 'suite.png'))
   assert os.path.getsize(tmp_path / 'suite.png') > 0
-  assert 'in_weights' in classification_eval.summary(out)
+  assert 'in_context' in classification_eval.summary(out)

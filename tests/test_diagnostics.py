@@ -189,7 +189,7 @@ def test_diagnose_a_trained_regression_run(tmp_path):
   entry = saved['per_seed'][0]
   assert np.asarray(entry['induction']).shape == (2, 2)
   assert saved['repeated_prompts']['period'] == 8     # 4 (x, y) pairs, twice: 16 positions
-  assert set(entry['probes']) == {'w', 'least_squares'}
+  assert set(entry['probes']) == {'w', 'least_squares', 'y'}
   assert np.asarray(entry['probes']['w']['r2']).shape[0] == 3   # read-in + 2 blocks
   for name in ('head_scores', 'attention_repeated', 'attention_task', 'probes'):
     assert os.path.exists(os.path.join(out, f'diagnostics_{name}.png')), name

@@ -82,4 +82,5 @@ def test_least_squares_prefix_matches_lstsq():
                                  atol=1e-8)
   np.testing.assert_allclose(ls[:, 5], w, atol=1e-8)   # determined once i >= d
   targets = probes.regression_probe_targets({'xs_BxNxD': xs, 'ys_BxN': ys}, {'w_D': w})
-  assert set(targets) == {'least_squares', 'w'}
+  assert set(targets) == {'least_squares', 'w', 'y'}
+  assert targets['y'].shape == (3, 7, 1)
