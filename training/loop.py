@@ -141,10 +141,11 @@ def model_info(setup: Setup) -> Dict[str, Any]:
 class Loop:
   """The host side of a run: dispatches compiled calls, reads metrics one call behind."""
 
-  def __init__(self, setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared):
+  def __init__(self, setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared,
+               checkpointer):
     self.setup, self.graphdef, self.rest, self.state = setup, graphdef, rest, state
     self.frozen, self.writer, self.hooks = frozen, writer, hooks
-    self.frozen_shared = frozen_shared
+    self.frozen_shared, self.checkpointer = frozen_shared, checkpointer
     self.compiled: Dict[int, Any] = {}
     self.pending = None
     self.last_loss = None
@@ -166,7 +167,7 @@ class Loop:
     finite = np.isfinite(host['loss']) & np.isfinite(host['grad_norm'])
     if not finite.all():
       step_index, seed_index = np.argwhere(~finite)[0]
-      good = self.checkpointer_latest()
+      good = self.checkpointer.latest_step()
       seed = self.setup.seeds[seed_index]
       raise NonFiniteLossError(
           f'loss or gradient became non-finite at step {first_step + step_index + 1}'
@@ -176,9 +177,6 @@ class Loop:
     for hook in self.hooks:
       hook.on_metrics(first_step, host)
     self.last_loss = host['loss'][-1]
-
-  def checkpointer_latest(self):
-    return None
 
   def run(self, start_step: int, end_step: int) -> None:
     t = self.setup.config.train
@@ -323,8 +321,8 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
     ]
     if is_main and t.progress:
       hooks.append(hooks_lib.Progress(start_step, end_step))
-    loop = Loop(setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared)
-    loop.checkpointer_latest = checkpointer.latest_step
+    loop = Loop(setup, graphdef, rest, state, frozen, writer, hooks, frozen_shared,
+                checkpointer)
     compile_start = time.time()
     loop.train_fn(min(t.steps_per_call, end_step - start_step))
     log(f'compiled train step in {time.time() - compile_start:.1f}s')
