@@ -165,6 +165,15 @@ def _gumbel_top_k(key: jax.Array, logits_BxK: jax.Array, k: int) -> jax.Array:
   return jax.lax.top_k(logits_BxK + gumbel_BxK, k)[1].astype(jnp.int32)
 
 
+def _sample_from_weights(key: jax.Array, weights_BxK: jax.Array, count: int) -> jax.Array:
+  """`count` i.i.d. indices per row with probabilities ∝ weights_BxK (inverse CDF: one uniform
+  and a binary search per draw, rather than K Gumbels per draw)."""
+  cdf_BxK = jnp.cumsum(weights_BxK, axis=-1)
+  u_BxC = jax.random.uniform(key, (weights_BxK.shape[0], count)) * cdf_BxK[:, -1:]
+  index_BxC = jax.vmap(lambda c, u: jnp.searchsorted(c, u, side='right'))(cdf_BxK, u_BxC)
+  return jnp.minimum(index_BxC, weights_BxK.shape[-1] - 1).astype(jnp.int32)
+
+
 def _random_permutations(key: jax.Array, batch_size: int, size: int) -> jax.Array:
   """One uniform random permutation of range(size) per row (argsort of uniforms)."""
   return jnp.argsort(jax.random.uniform(key, (batch_size, size)), axis=1).astype(jnp.int32)
@@ -203,6 +212,10 @@ class BurstyClassification(Task):
     self.epsilon = float(cfg['epsilon'])
     self.permute_labels = float(cfg['permute_labels'])
     self._pool_key = jax.random.key(int(cfg['pool_seed']))
+    # Centres of a concrete pool seed are computed once here and kept on the device; a
+    # per-seed (traced) pool seed regenerates them inside the step (`bind`).
+    self._centres_cache: Dict[bool, jax.Array] = {}
+    self._centres_cache = {novel: self.class_centres(novel) for novel in (False, True)}
 
   # ---- interface -----------------------------------------------------------------------
 
@@ -218,6 +231,7 @@ class BurstyClassification(Task):
                           f'{self.name!r} are {", ".join(self.per_seed_keys)}')
       if key == 'pool_seed':
         bound._pool_key = jax.random.key(value)
+        bound._centres_cache = {}
       else:
         setattr(bound, key, value)
     return bound
@@ -306,6 +320,8 @@ class BurstyClassification(Task):
 
   def class_centres(self, novel: bool = False) -> jax.Array:
     """mu_KxD (or the novel classes' mu_HxD): N(0, I/D), fixed by pool_seed."""
+    if novel in self._centres_cache:
+      return self._centres_cache[novel]
     count = self.num_novel if novel else self.num_classes
     key = jax.random.fold_in(self._pool_key, 1 if novel else 0)
     return jax.random.normal(key, (count, self.n_dims)) / math.sqrt(self.n_dims)
@@ -342,8 +358,7 @@ class BurstyClassification(Task):
     if split == 'in_distribution':
       b_classes, b_groups = self._bursty_classes(k_burst, logits_BxK)
       b_query = b_groups[:, 0]
-      iid_BxN1 = jax.random.categorical(k_iid, logits_BxK[:, None, :], axis=-1,
-                                        shape=(batch_size, n + 1)).astype(jnp.int32)
+      iid_BxN1 = _sample_from_weights(k_iid, jnp.exp(logits_BxK), n + 1)
       bursty_B = jax.random.bernoulli(k_choose, self.p_bursty, (batch_size,))
       classes_BxN = jnp.where(bursty_B[:, None], b_classes, iid_BxN1[:, :n])
       query_B = jnp.where(bursty_B, b_query, iid_BxN1[:, n])
@@ -364,11 +379,12 @@ class BurstyClassification(Task):
       permuted_B = jnp.ones((batch_size,), bool)
       base = lambda c: c % num_labels
     else:  # in_weights
-      query_B = jax.random.categorical(k_iid, logits_BxK, axis=-1).astype(jnp.int32)
-      masked_BxK = jnp.where(jnp.arange(self.num_classes)[None] == query_B[:, None], -jnp.inf,
-                             logits_BxK)
-      classes_BxN = jax.random.categorical(k_burst, masked_BxK[:, None, :], axis=-1,
-                                           shape=(batch_size, n)).astype(jnp.int32)
+      weights_BxK = jnp.exp(logits_BxK)
+      query_B = _sample_from_weights(k_iid, weights_BxK, 1)[:, 0]
+      # The context classes: the same distribution with the query's class removed.
+      others_BxK = jnp.where(jnp.arange(self.num_classes)[None] == query_B[:, None], 0.0,
+                             weights_BxK)
+      classes_BxN = _sample_from_weights(k_burst, others_BxK, n)
       bursty_B = jnp.zeros((batch_size,), bool)
       permuted_B = jnp.zeros((batch_size,), bool)
       base = lambda c: c % num_labels
