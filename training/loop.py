@@ -58,7 +58,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                        f'{str(e).splitlines()[0] if str(e) else ""})')
   if not isinstance(data, dict):
     raise WorkdirError(f'{path} holds a JSON {type(data).__name__}, not a config object')
-  return ml_collections.ConfigDict(data)
+  return ml_collections.ConfigDict(_with_new_keys(data))
+
+
+def _with_new_keys(saved: Dict[str, Any]) -> Dict[str, Any]:
+  """A saved config with the train / eval keys added to the code since it was written, at
+  their defaults (which keep the earlier behaviour)."""
+  from configs.common import eval_config, train_config
+  for section, defaults in (('train', train_config()), ('eval', eval_config())):
+    if isinstance(saved.get(section), dict):
+      for key, value in defaults.to_dict().items():
+        saved[section].setdefault(key, value)
+  return saved
 
 
 def _flatten(tree, prefix=''):
