@@ -215,8 +215,10 @@ def test_build_command(tmp_path, capsys):
   args = ['--data_dir', str(tmp_path)] + [f'--task.{k}={v}' for k, v in TINY.items()]
   assert build_regbench.main(args) == 0
   assert '8 prompts x 24 tokens' in capsys.readouterr().out
-  with pytest.raises(ConfigError, match='alphabet_max'):
+  with pytest.raises(SystemExit) as exit_info:      # a one-line error, not a traceback
     build_regbench.main(args + ['--task.alphabet_max=99'])
+  assert exit_info.value.code == 2
+  assert 'error: config.task.alphabet_max=99 is invalid' in capsys.readouterr().err
 
 
 # ---- evaluator, end to end with fake models ---------------------------------------------
