@@ -148,7 +148,7 @@ def _cli(*args):
 
 @pytest.mark.parametrize('args,match', [
     (['--config.task.bogus=1'], "config key 'task.bogus' is unknown: keys under task are"),
-    (['--config.task.n_dims=abc'], 'config.task.n_dims=abc'),
+    (['--config.task.n_dims=abc'], "config.task.n_dims='abc' is invalid"),
     (['--config.task.n_dims=0'], 'config.task.n_dims=0 is invalid'),
     (['--config.model.mixer=foo'], "unknown mixer 'foo'; known:"),
     (['--config.task.n_points=100', '--config.model.max_len=64'], 'needs 200 positions'),
