@@ -35,9 +35,9 @@ _DTYPE = flags.DEFINE_string('dtype', 'float32', 'Compute dtype: float32 | bfloa
 _SEEDS = flags.DEFINE_list('seeds', [], 'Seed counts N (e.g. 1,8,32): time one step training '
                            'N models at once (train.num_seeds) of the first --sizes entry.')
 _STEPS_PER_CALL = flags.DEFINE_integer('steps_per_call', 0, 'Fused steps per call (0: 10 for '
-                                       'tiny, 5 for small, 1 for standard).')
+                                       'tiny, 5 for small and standard).')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    'keep_freed_memory', True, 'Workers keep freed host memory (training.perf.'
+    'keep_freed_memory', False, 'Workers keep freed host memory (training.perf.'
     'keep_freed_memory): no per-call page faults on the CPU backend.')
 _PEAK_TRIALS = flags.DEFINE_integer('peak_trials', 20, 'Timed trials of the matmul peak.')
 _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
@@ -177,7 +177,7 @@ def _time_one(spec):
 def _default_steps_per_call(size):
   if _STEPS_PER_CALL.value:
     return _STEPS_PER_CALL.value
-  return 10 if size == 'tiny' else (5 if size == 'small' else 1)
+  return 10 if size == 'tiny' else 5
 
 
 def _mfu_cells(row, measured, theoretical):

@@ -94,8 +94,10 @@ def setup_jax(config):
   collectives over Gloo (TCP), JAX's default CPU implementation.
   """
   quiet_logs()
-  from training.perf import keep_freed_memory
-  keep_freed_memory()   # before JAX's thread pools exist: no page faults per compiled call
+  import os
+  if os.environ.get('ICL_KEEP_FREED_MEMORY') == '1':   # see README, Speed: before JAX starts
+    from training.perf import keep_freed_memory
+    keep_freed_memory()
   import jax
   if not config.train.get('distributed', False):
     return

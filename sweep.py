@@ -34,8 +34,10 @@ _GATHER = flags.DEFINE_bool('gather', False, 'Write the table from finished runs
 def main(argv):
   from cli import quiet_logs
   quiet_logs()
-  from training.perf import keep_freed_memory
-  keep_freed_memory()   # as train.py: before JAX starts, so no page faults per compiled call
+  import os
+  if os.environ.get('ICL_KEEP_FREED_MEMORY') == '1':   # as train.py (README, Speed)
+    from training.perf import keep_freed_memory
+    keep_freed_memory()
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}')
   if not _SWEEP.value or not _WORKDIR.value:
