@@ -41,8 +41,18 @@ import numpy as np
 
 def attention_layers(model) -> List[int]:
   """Indices of the blocks whose mixer exposes softmax attention probabilities."""
-  return [i for i, block in enumerate(model.blocks)
-          if callable(getattr(block.mixer, 'attention_probs', None))]
+  return model.attention_layers()
+
+
+def attention_target_scores(maps_LxBxHxTxT, query_positions, target_mask_BxQxT):
+  """(L, H): the attention mass the query positions put on their targets, averaged over
+  prompts and queries (NumPy or jax arrays; jittable). A head attending only to the targets
+  scores 1."""
+  import jax.numpy as jnp
+  rows_LxBxHxQxT = jnp.asarray(maps_LxBxHxTxT)[..., jnp.asarray(query_positions), :]
+  mass_LxBxHxQ = jnp.einsum('lbhqt,bqt->lbhq', rows_LxBxHxQxT,
+                            jnp.asarray(target_mask_BxQxT, rows_LxBxHxQxT.dtype))
+  return mass_LxBxHxQ.mean(axis=(1, 3))
 
 
 _JITTED: Dict[str, Any] = {}

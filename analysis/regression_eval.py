@@ -42,6 +42,7 @@ SUITE_DESCRIPTIONS = {
     'opposite_orthant': 'in-context x in one orthant, query x in the opposite one',
     'orthogonal': 'query x orthogonal to all in-context x',
     'overlapping': 'query x repeats an in-context x',
+    'new_tasks': 'functions fresh from the prior, never from the finite pool',
 }
 
 

@@ -4,7 +4,8 @@ import importlib
 from data.base import TASKS, ConfigError, ModelIO, Task, register_task  # noqa: F401
 
 # Each module registers the tasks it defines.
-for _module in ('data.regression', 'data.regbench', 'data.classification', 'data.recall'):
+for _module in ('data.regression', 'data.regbench', 'data.classification', 'data.recall',
+                'data.meta_classification'):
   importlib.import_module(_module)
 
 

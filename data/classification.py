@@ -188,6 +188,10 @@ class BurstyClassification(Task):
   icl_metric = 'loss'
   per_seed_keys = ('pool_seed', 'p_bursty', 'zipf_alpha', 'epsilon', 'permute_labels')
   eval_splits = SPLITS
+  # Splits whose query accuracy and loss the scheduled evaluation during training reports
+  # (training/step.py `make_eval_fn`), and the split whose prompts the attention scores use.
+  schedule_splits = ('in_context', 'in_weights')
+  attention_split = 'in_context'
 
   @classmethod
   def default_config(cls) -> dict:
@@ -315,6 +319,36 @@ class BurstyClassification(Task):
         'in_context_permuted': 'bursty prompts of training classes, labels permuted per prompt',
         'in_weights': 'no exemplar of the query class in the context (weights only)',
     }[split]
+
+  def attention_targets(self, batch: Batch) -> Dict[str, Tuple[np.ndarray, jax.Array]]:
+    """Reddy's two-layer induction circuit, as attention targets on prompts of this task:
+      induction       from the query (position 2N) to the label tokens (2i + 1) of the context
+                      items of the query's class: the head that copies their label
+      previous_token  from each label token (2i + 1) to its own item (2i): the head that
+                      writes the item into the label token
+    name -> (query positions Q, target weights BxQxT); a head's score is the weighted attention
+    mass of its queries. Induction: the mass on the query class's label tokens minus the mass
+    on the other label tokens, scaled so that uniform attention (over all positions or over
+    the label tokens only) scores 0, and a head that reads only the right labels scores 1.
+    Previous-token: the mass on the item before (1 when all of it; uniform causal attention
+    gives 1 / (2i + 2))."""
+    n, seq_len = self.num_context, self.seq_len
+    batch_size = batch['classes_BxN'].shape[0]
+    match_BxN = (batch['classes_BxN'] == batch['query_class_B'][:, None]).astype(jnp.float32)
+    matches_Bx1 = jnp.sum(match_BxN, 1, keepdims=True)
+    # Other labels count against the head, weighted so that attending uniformly to every
+    # label token (which a head can learn without reading items) scores 0.
+    other_weight_Bx1 = matches_Bx1 / jnp.maximum(n - matches_Bx1, 1.0)
+    label_weights_BxN = match_BxN - (1.0 - match_BxN) * other_weight_Bx1
+    induction_BxT = jnp.zeros((batch_size, seq_len), jnp.float32).at[:, 1:2 * n:2].set(
+        label_weights_BxN)
+    label_positions = np.arange(1, 2 * n, 2)
+    previous_QxT = np.zeros((n, seq_len), np.float32)
+    previous_QxT[np.arange(n), label_positions - 1] = 1.0
+    return {'induction': (np.array([seq_len - 1]), induction_BxT[:, None]),
+            'previous_token': (label_positions,
+                               jnp.broadcast_to(jnp.asarray(previous_QxT),
+                                                (batch_size, n, seq_len)))}
 
   # ---- sampling ------------------------------------------------------------------------
 

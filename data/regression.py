@@ -45,6 +45,8 @@ OOD_SUITES = (
     'opposite_orthant',   # in-context x in one random orthant, query x in the opposite one
     'orthogonal',         # query x orthogonal to all preceding in-context x (only i < d)
     'overlapping',        # query x is a copy of a uniformly chosen preceding in-context x
+    'new_tasks',          # functions drawn fresh from the prior, never from the finite pool
+                          # (the same as in_distribution when task.num_tasks = 0)
 )
 # Suites whose query x_i is not the in-context x_i of the longer prompts: each number of
 # in-context examples i needs its own prompt (pairs < i, then the query at position i).
@@ -211,9 +213,10 @@ class RegressionTask(Task):
     points = c['points_start'] + c['points_inc'] * (step // c['points_interval'])
     return jnp.minimum(dims, self.n_dims), jnp.minimum(points, self.n_points)
 
-  def sample_functions(self, key: jax.Array, batch_size: int) -> Params:
-    """Parameters of `batch_size` functions (leading axis B): fresh, or picked from the pool."""
-    if self.num_tasks == 0:
+  def sample_functions(self, key: jax.Array, batch_size: int, fresh: bool = False) -> Params:
+    """Parameters of `batch_size` functions (leading axis B): fresh (always with `fresh`), or
+    picked uniformly from the finite pool."""
+    if self.num_tasks == 0 or fresh:
       keys_B = jax.random.split(key, batch_size)
     else:
       index_B = jax.random.randint(key, (batch_size,), 0, self.num_tasks)
@@ -301,7 +304,7 @@ class RegressionTask(Task):
     """
     _check_suite(suite)
     k_fn, k_x, k_noise, k_suite = jax.random.split(key, 4)
-    params = self.sample_functions(k_fn, batch_size)
+    params = self.sample_functions(k_fn, batch_size, fresh=(suite == 'new_tasks'))
     shape = (batch_size, self.n_points, self.n_dims)
     xs_BxNxD = self.sample_xs(k_x, batch_size)
     y_factor = OOD_OPTIONS['y_factor'] if suite == 'scaled_y' else 1.0

@@ -215,6 +215,21 @@ class SequenceModel(nnx.Module):
       states.append(h)
     return states
 
+  def attention_layers(self) -> List[int]:
+    """Indices of the blocks whose mixer exposes softmax attention weights."""
+    return [i for i, block in enumerate(self.blocks)
+            if callable(getattr(block.mixer, 'attention_probs', None))]
+
+  def attention_maps(self, inputs):
+    """(outputs, probs_LxBxHxTxT or None): the model's outputs and the softmax weights of
+    every attention layer (L of them) from the same forward pass, in float32."""
+    states = self.hidden_states(inputs)
+    layers = self.attention_layers()
+    maps = [self.blocks[i].mixer.attention_probs(self.blocks[i].mixer_input(states[i]))
+            .astype(jnp.float32) for i in layers]
+    outputs = self.output_from_hidden(states[-1])
+    return outputs, (jnp.stack(maps) if maps else None)
+
   def output_from_hidden(self, h_BxTxD):
     """The read-out (final norm, if any, then the output map) of a last-layer stream."""
     return self._read_out(h_BxTxD)

@@ -284,6 +284,10 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
     assert any('query_accuracy' in r for r in rows)
     evals = [r for r in rows if r.get('kind') == 'eval']
     assert evals and 'eval/query_loss' in evals[0] and 'eval/icl_score' in evals[0]
+    for name in ('in_context_accuracy', 'in_weights_accuracy'):
+      assert 0.0 <= evals[0][f'eval/{name}'] <= 1.0
+    assert -1.0 <= evals[0]['eval/induction_score'] <= 1.0
+    assert 0.0 <= evals[0]['eval/previous_token_score'] <= 1.0
     _, task, model, _ = restore_model(workdir)
   fns = make_model_fns(model, task)
   for suite in ('in_context',):   # the splits themselves are tested above
@@ -302,3 +306,51 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
   classification_eval.plot(out, str(tmp_path / 'suite.png'))
   assert os.path.getsize(tmp_path / 'suite.png') > 0
   assert 'in_context' in classification_eval.summary(out)
+
+
+# ---- attention targets (Reddy's induction circuit) -----------------------------------------
+
+def _causal_uniform(batch_size, seq_len):
+  rows = np.tril(np.ones((seq_len, seq_len)))
+  return (rows / rows.sum(1, keepdims=True))[None, None, None].repeat(batch_size, 1)
+
+
+@pytest.mark.parametrize('split', ['in_context', 'in_distribution'])
+def test_induction_targets_on_hand_built_attention(split):
+  from analysis.diagnostics import attention_target_scores
+  batch = jax.tree.map(np.asarray, BASE.sample_split(jax.random.key(3), 64, split))
+  targets = BASE.attention_targets(batch)
+  T = BASE.seq_len
+  queries, weights = targets['induction']
+  match = batch['classes_BxN'] == batch['query_class_B'][:, None]
+  # A perfect induction head: the query spreads its attention over the labels of its class.
+  perfect = np.zeros((1, 64, 1, T, T))
+  for b in range(64):
+    labels = 2 * np.flatnonzero(match[b]) + 1
+    if labels.size:
+      perfect[0, b, 0, T - 1, labels] = 1.0 / labels.size
+    else:
+      perfect[0, b, 0, T - 1, 0] = 1.0
+  has = match.any(1)
+  expected = has.mean()          # prompts without an exemplar cannot score
+  assert float(attention_target_scores(perfect, queries, weights)[0, 0]) == pytest.approx(
+      expected, abs=1e-6)
+  # Uniform attention, over every position or over the label tokens only, scores 0.
+  uniform = _causal_uniform(64, T)
+  labels_only = np.zeros((1, 64, 1, T, T))
+  labels_only[..., T - 1, 1:2 * N:2] = 1.0 / N
+  for maps in (uniform, labels_only):
+    assert abs(float(attention_target_scores(maps, queries, weights)[0, 0])) < 1e-6
+  # The wrong labels only: negative.
+  wrong = np.zeros((1, 64, 1, T, T))
+  for b in range(64):
+    others = 2 * np.flatnonzero(~match[b]) + 1
+    wrong[0, b, 0, T - 1, others if others.size else 0] = 1.0 / max(others.size, 1)
+  assert float(attention_target_scores(wrong, queries, weights)[0, 0]) < -0.5
+  # Previous-token: each label token on its own item scores 1; uniform gives mean 1/(2i+2).
+  queries, weights = targets['previous_token']
+  prev = np.zeros((1, 64, 1, T, T))
+  prev[..., np.arange(1, 2 * N, 2), np.arange(0, 2 * N, 2)] = 1.0
+  assert float(attention_target_scores(prev, queries, weights)[0, 0]) == pytest.approx(1.0)
+  assert float(attention_target_scores(uniform, queries, weights)[0, 0]) == pytest.approx(
+      np.mean(1.0 / (np.arange(1, 2 * N, 2) + 1)))

@@ -163,6 +163,19 @@ def test_finite_pool(name):
   assert seen == pool  # only the pool's functions, and (128 draws) all of them
   assert ids(make(name, num_tasks=B, pool_seed=5).pool_functions()) != pool
   assert len(ids(many(lambda k: make(name).sample_functions(k, B), 2))) == 2 * B
+  # The new_tasks suite never draws from the pool; in_distribution only does.
+  if name == 'linear_regression':
+    fresh = task.sample_ood(jax.random.key(1), B, 'new_tasks')
+    pooled = task.sample_ood(jax.random.key(1), B, 'in_distribution')
+    w_pool = np.asarray(task.pool_functions()['w_D'])
+
+    def solve(batch):   # noise-free labels: w is the least-squares solution of each prompt
+      xs, ys = np.asarray(batch['xs_BxNxD'], np.float64), np.asarray(batch['ys_BxN'], np.float64)
+      return np.stack([np.linalg.lstsq(x, y, rcond=None)[0] for x, y in zip(xs, ys)])
+
+    def in_pool(w_BxD):
+      return np.min(np.abs(w_BxD[:, None] - w_pool[None]).max(-1), 1) < 1e-3
+    assert in_pool(solve(pooled)).all() and not in_pool(solve(fresh)).any()
 
 
 def test_curriculum_masks_and_zeroes_without_recompiling():

@@ -175,12 +175,40 @@ def make_eval_fn(setup: Setup, graphdef, num_prompts: int, seed: int,
     batch = bound.sample(key, num_prompts, setup.config.train.num_steps)
     model = nnx.merge(graphdef, params, rest)
     metrics = dict(bound.position_metrics(model(bound.model_inputs(batch)), batch))
+    metrics.update(split_metrics(bound, model))
     if objective_eval is not None and frozen is not None:
       reference = nnx.merge(graphdef, frozen, rest)
       count = min(num_prompts, getattr(setup.loss, 'eval_prompts', num_prompts))
       small = jax.tree.map(lambda x: x[:count], batch)
       metrics.update(objective_eval(model, reference, small, jax.random.fold_in(key, 1)))
     return metrics
+
+  splits = tuple(getattr(task, 'schedule_splits', ()))
+  attention_split = getattr(task, 'attention_split', None)
+  with_attention = (attention_split is not None and hasattr(task, 'attention_targets')
+                    and bool(setup.model.attention_layers()))
+
+  def split_metrics(bound, model):
+    """Query accuracy and loss on each of the task's `schedule_splits` (e.g. in-context and
+    in-weights prompts), and for attention models the strongest head's score for each of the
+    task's `attention_targets` (e.g. Reddy's induction head), on fixed prompts."""
+    out = {}
+    for i, split in enumerate(sorted(set(splits) | ({attention_split} if with_attention
+                                                        else set()))):
+      batch = bound.sample_split(jax.random.fold_in(key, 1000 + i), num_prompts, split)
+      inputs = bound.model_inputs(batch)
+      if with_attention and split == attention_split:
+        from analysis.diagnostics import attention_target_scores
+        outputs, maps = model.attention_maps(inputs)
+        for name, (queries, mask) in bound.attention_targets(batch).items():
+          out[f'{name}_score'] = jnp.max(attention_target_scores(maps, queries, mask))
+      else:
+        outputs = model(inputs)
+      if split in splits:
+        scores = bound.query_scores(outputs, batch)
+        out[f'{split}_accuracy'] = jnp.mean(scores['correct_BxQ'][:, -1])
+        out[f'{split}_loss'] = jnp.mean(scores['loss_BxQ'][:, -1])
+    return out
 
   def run(params_N, rest_N, frozen=None):
     return jax.vmap(seed_eval, in_axes=(0, 0, frozen_axis, 0))(params_N, rest_N, frozen,
