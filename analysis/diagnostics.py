@@ -303,7 +303,18 @@ class Probe:
     self.vector = io.input_kind == 'vectors'
     max_len = setup.model.max_len
     self.batch_size = batch_size
-    if self.vector:
+    self.targets = None
+    task = setup.task
+    if getattr(task, 'attention_split', None) and hasattr(task, 'attention_targets'):
+      # The task's own circuit (e.g. Reddy's induction head for classification) on prompts of
+      # its attention split, instead of repeated sequences.
+      batch = task.sample_split(jax.random.key(seed), num_prompts, task.attention_split)
+      self.inputs = np.asarray(task.model_inputs(batch))
+      self.targets = {name: (np.asarray(q), np.asarray(mask))
+                      for name, (q, mask) in task.attention_targets(batch).items()}
+      self.period = 0
+      self.split = task.attention_split
+    elif self.vector:
       pairs = (period // 2) if period else setup.task.n_points // 2
       pairs = max(1, min(pairs, max_len // 4))
       self.inputs, self.period = repeated_regression_prompts(
@@ -315,7 +326,16 @@ class Probe:
     self.induction_queries = second_copy_positions(self.period, self.vector)
     self.previous_queries = second_copy_positions(self.period)
 
+  def label(self) -> str:
+    if self.targets is not None:
+      return f'{self.split} prompts'
+    return f'repeated sequences (period {self.period})'
+
   def describe(self) -> Dict[str, Any]:
+    if self.targets is not None:
+      return {'kind': 'task targets', 'split': self.split,
+              'num_prompts': int(self.inputs.shape[0]), 'length': int(self.inputs.shape[1]),
+              'scores': sorted(self.targets)}
     return {'kind': 'vectors' if self.vector else 'tokens', 'period': int(self.period),
             'num_prompts': int(self.inputs.shape[0]), 'length': int(self.inputs.shape[1]),
             'induction_queries': ('x positions of the second copy' if self.vector else
@@ -330,6 +350,11 @@ class Probe:
       chunk = self.inputs[start:start + self.batch_size]
       maps = attention_maps(model, chunk)
       weight = chunk.shape[0] / n
+      if self.targets is not None:
+        for name, (queries, mask) in self.targets.items():
+          total[name] = total[name] + weight * np.asarray(attention_target_scores(
+              maps, queries, mask[start:start + self.batch_size]))
+        continue
       total['induction'] = total['induction'] + weight * induction_scores(
           maps, self.period, self.induction_queries)
       total['previous_token'] = total['previous_token'] + weight * previous_token_scores(
@@ -416,11 +441,11 @@ def diagnose(run: Dict[str, Any], out_dir: str, *, num_prompts: int = 64,
       plot_head_scores(scores, os.path.join(out_dir, f'diagnostics_head_scores{suffix}.png'),
                        layer_names=names,
                        title=f'{setup.task.name} step {run["step"]} seed {setup.seeds[i]}: '
-                             f'repeated sequences (period {probe.period})')
+                             f'{probe.label()}')
       maps = attention_maps(model, probe.inputs[:1])
       plot_attention_maps(maps, os.path.join(out_dir, f'diagnostics_attention_repeated{suffix}.png'),
                           layer_names=names, period=probe.period,
-                          title=f'repeated sequence (period {probe.period}), step {run["step"]}')
+                          title=f'{probe.label()}, step {run["step"]}')
       batch = task.sample(jax.random.key(seed), 1, setup.config.train.num_steps)
       maps = attention_maps(model, np.asarray(task.model_inputs(batch)))
       plot_attention_maps(maps, os.path.join(out_dir, f'diagnostics_attention_task{suffix}.png'),

@@ -289,6 +289,14 @@ def test_tiny_model_trains_and_evaluates(tmp_path):
     assert -1.0 <= evals[0]['eval/induction_score'] <= 1.0
     assert 0.0 <= evals[0]['eval/previous_token_score'] <= 1.0
     _, task, model, _ = restore_model(workdir)
+    # Attention diagnostics of a classification run score the task's own circuit.
+    from analysis.diagnostics import diagnose
+    from training.loop import restore_run
+    diag = diagnose(restore_run(workdir, log=lambda s: None), str(tmp_path / 'diag'),
+                    num_prompts=8, probes=False, log=lambda s: None)
+    assert diag['repeated_prompts']['kind'] == 'task targets'
+    induction = np.asarray(diag['per_seed'][0]['induction'])
+    assert induction.shape == (1, config.model.num_heads) and np.all(np.abs(induction) <= 1)
   fns = make_model_fns(model, task)
   for suite in ('in_context',):   # the splits themselves are tested above
     out = classification_eval.run_suite(suite, fns, task, config, num_prompts=40, seed=0,
