@@ -83,17 +83,22 @@ def final(rows: Sequence[dict], name: str, last: int = 3) -> np.ndarray:
   return values[-last:].mean(0)
 
 
-def jump_step(steps: np.ndarray, values: np.ndarray, *, low: Optional[float] = None,
-              high: Optional[float] = None) -> Optional[int]:
-  """The first step where `values` crosses half-way from its plateau `low` (default: its
-  minimum before the crossing) to its end level `high` (default: mean of the last 3 values);
-  None when the rise is under 0.1 (no jump)."""
+def jump_step(steps: np.ndarray, values: np.ndarray, *, min_rise: float = 0.1) -> Optional[int]:
+  """The first step where `values` crosses half-way from its plateau to its peak: peak = the
+  highest 3-point running mean, plateau = the median of the values before the peak (so an
+  early rise to the plateau, or a later fall, does not count). None when the rise is below
+  `min_rise` (no jump)."""
   values = np.asarray(values, np.float64)
-  high = float(values[-3:].mean()) if high is None else high
-  low = float(np.min(values)) if low is None else low
-  if high - low < 0.1:
+  if values.size < 3:
     return None
-  above = np.flatnonzero(values >= low + 0.5 * (high - low))
+  smooth = np.convolve(values, np.ones(3) / 3, mode='same')
+  smooth[0], smooth[-1] = values[:2].mean(), values[-2:].mean()
+  peak_index = int(np.argmax(smooth))
+  high = float(smooth[peak_index])
+  low = float(np.median(values[:peak_index + 1]))
+  if high - low < min_rise:
+    return None
+  above = np.flatnonzero(smooth[:peak_index + 1] >= low + 0.5 * (high - low))
   return int(steps[above[0]]) if above.size else None
 
 
@@ -141,17 +146,26 @@ def jump(args, log=print) -> Dict[str, Any]:
     per_seed.append({'seed': config.train.seed + i,
                      'ic_jump_step': jump_step(steps_s, ic[:, i]),
                      'induction_jump_step': jump_step(steps_s, ind[:, i]),
+                     'previous_token_jump_step': jump_step(steps_s, prev[:, i]),
+                     'in_weights_jump_step': jump_step(steps_s, iw[:, i]),
+                     'peak_in_context_accuracy': float(ic[:, i].max()),
+                     'peak_step': int(steps_s[np.argmax(ic[:, i])]),
                      'final_in_context_accuracy': float(ic[-3:, i].mean()),
                      'final_induction_score': float(ind[-3:, i].mean()),
                      'final_previous_token_score': float(prev[-3:, i].mean()),
                      'final_in_weights_accuracy': float(iw[-3:, i].mean())})
-  lines = ['| seed | in-context jump step | induction-score jump step | final IC acc | '
-           'final induction | final prev-token | final IW acc |', '|---|---|---|---|---|---|---|']
+  lines = ['| seed | step of the jump: in-context acc | induction score | previous-token score '
+           '| in-weights acc | peak IC acc (step) | final IC acc | final induction | '
+           'final IW acc |', '|---|---|---|---|---|---|---|---|---|']
   for s in per_seed:
     lines.append(f'| {s["seed"]} | {_fmt(s["ic_jump_step"])} | {_fmt(s["induction_jump_step"])} '
+                 f'| {_fmt(s["previous_token_jump_step"])} | {_fmt(s["in_weights_jump_step"])} '
+                 f'| {s["peak_in_context_accuracy"]:.3f} ({s["peak_step"]}) '
                  f'| {_fmt(s["final_in_context_accuracy"])} | {_fmt(s["final_induction_score"])} '
-                 f'| {_fmt(s["final_previous_token_score"])} | '
-                 f'{_fmt(s["final_in_weights_accuracy"])} |')
+                 f'| {_fmt(s["final_in_weights_accuracy"])} |')
+  lines.append('')
+  lines.append('jump step: first evaluation half-way from the plateau (median before the peak) '
+               'to the peak (highest 3-point running mean); — where the rise is under 0.1')
   result = {'study': 'jump', 'config': BURSTY, 'steps': steps_s.tolist(),
             'in_context_accuracy': ic.T.tolist(), 'induction_score': ind.T.tolist(),
             'previous_token_score': prev.T.tolist(), 'in_weights_accuracy': iw.T.tolist(),
@@ -161,18 +175,19 @@ def jump(args, log=print) -> Dict[str, Any]:
   colours = plt.cm.tab10(np.arange(ic.shape[1]) % 10)
   for i, c in enumerate(colours):
     axes[0].plot(steps_s, ic[:, i], color=c, label=f'seed {per_seed[i]["seed"]}')
+    axes[0].plot(steps_s, iw[:, i], color=c, ls=':', alpha=0.7)
     axes[1].plot(steps_s, ind[:, i], color=c)
     axes[1].plot(steps_s, prev[:, i], color=c, ls=':')
     for ax, key in ((axes[0], 'ic_jump_step'), (axes[1], 'induction_jump_step')):
       if per_seed[i][key] is not None:
         ax.axvline(per_seed[i][key], color=c, lw=0.8, ls='--')
-  axes[0].set_ylabel('in-context accuracy (novel classes)')
+  axes[0].set_ylabel('in-context accuracy (solid), in-weights (dotted)')
   axes[1].set_ylabel('induction score (solid), previous-token score (dotted)')
   for ax in axes:
     ax.set_xlabel('step')
   axes[0].legend(fontsize=8)
   fig.suptitle('bursty classification: in-context accuracy and the induction head, per seed')
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 1, 0.94))
   fig.savefig(os.path.join(args.out, 'jump.png'), dpi=120)
   plt.close(fig)
   _write(args.out, 'jump', result, '\n'.join(lines), log)
