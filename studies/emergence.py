@@ -209,18 +209,23 @@ def distribution(args, log=print) -> Dict[str, Any]:
       'eval.every': max(steps // 30, 10)})
   rows = run(config, os.path.join(args.out, 'run'), log)
   ic, iw = final(rows, 'in_context_accuracy'), final(rows, 'in_weights_accuracy')
+  steps_s, ic_curves = series(rows, 'in_context_accuracy')
   cells = [{'p_bursty': p, 'zipf_alpha': a, 'in_context_accuracy': float(ic[i]),
-            'in_weights_accuracy': float(iw[i])} for i, (p, a) in enumerate(grid)]
+            'in_weights_accuracy': float(iw[i]),
+            'peak_in_context_accuracy': float(ic_curves[:, i].max()),
+            'peak_step': int(steps_s[np.argmax(ic_curves[:, i])])}
+           for i, (p, a) in enumerate(grid)]
   lines = ['| Zipf exponent \\ bursty fraction | ' + ' | '.join(str(p) for p in p_bursty) + ' |',
            '|---|' + '---|' * len(p_bursty)]
   for a in zipf:
     row = [c for c in cells if c['zipf_alpha'] == a]
-    lines.append(f'| {a} | ' + ' | '.join(f'{c["in_context_accuracy"]:.2f} / '
-                                           f'{c["in_weights_accuracy"]:.2f}' for c in row) + ' |')
+    lines.append(f'| {a} | ' + ' | '.join(
+        f'{c["in_context_accuracy"]:.2f} / {c["in_weights_accuracy"]:.2f} '
+        f'(peak IC {c["peak_in_context_accuracy"]:.2f} at {c["peak_step"]})' for c in row) + ' |')
   lines.append('')
-  lines.append('cells: in-context accuracy (novel classes) / in-weights accuracy (no exemplar '
-               f'in context), mean of the last 3 evaluations; K = {args.num_classes} classes, '
-               f'{steps} steps')
+  lines.append('cells: final in-context accuracy (novel classes) / final in-weights accuracy (no '
+               'exemplar in context), means of the last 3 evaluations, and the peak in-context '
+               f'accuracy with its step; K = {args.num_classes} classes, {steps} steps')
   result = {'study': 'distribution', 'config': BURSTY, 'num_classes': args.num_classes,
             'steps': steps, 'cells': cells}
   plt = _plt()
@@ -279,8 +284,7 @@ def transience(args, log=print) -> Dict[str, Any]:
   for name, style in (('plain', '-'), ('forgetting', '--')):
     c = curves[name]
     for i, ic in enumerate(c['in_context_accuracy']):
-      ax.plot(c['steps'], ic, style, color=f'C{i}',
-              label=f'{name} seed {i}: in-context' if i == 0 or True else None)
+      ax.plot(c['steps'], ic, style, color=f'C{i}', label=f'{name}, seed {i}: in-context')
       ax.plot(c['steps'], c['in_weights_accuracy'][i], style, color=f'C{i}', alpha=0.35)
   ax.set_xlabel('step')
   ax.set_ylabel('accuracy (faint: in-weights)')

@@ -51,3 +51,26 @@ def test_jump_study_end_to_end(tmp_path, monkeypatch):
                   '--eval_every', '10'])
   assert (out / 'run' / 'metrics.jsonl').read_text() == rows
 
+
+
+def test_transience_and_kirsch_studies_end_to_end(tmp_path, monkeypatch):
+  import jax
+  monkeypatch.setattr(emergence, 'DEVICES', jax.devices()[:1])
+  out = tmp_path / 'transience'
+  emergence.main(['transience', '--out', str(out), '--steps', '12', '--seeds', '1',
+                  '--num_classes', '64', '--forget_every', '5'])
+  with open(out / 'transience.json') as f:
+    result = json.load(f)
+  assert set(result['runs']) == {'plain', 'forgetting'}
+  with open(out / 'forgetting' / 'config.json') as f:
+    assert json.load(f)['train']['forget_every'] == 5
+  for run in result['runs'].values():
+    assert run['steps'][-1] == 12 and 0 <= run['peak_in_context_accuracy'][0] <= 1
+  _png_ok(out / 'transience.png')
+  out = tmp_path / 'kirsch'
+  emergence.main(['kirsch', '--out', str(out), '--steps', '10', '--pool_sizes', '2'])
+  with open(out / 'kirsch.json') as f:
+    result = json.load(f)
+  assert [r['num_tasks'] for r in result['pools']] == [2]
+  assert 0 <= result['pools'][0]['new_accuracy'][0] <= 1
+  _png_ok(out / 'kirsch.png')
