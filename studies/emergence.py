@@ -254,6 +254,7 @@ def distribution(args, log=print) -> Dict[str, Any]:
 def transience(args, log=print) -> Dict[str, Any]:
   steps = args.steps or 20_000
   base = {'train.num_steps': steps, 'train.progress': False, 'train.num_seeds': args.seeds,
+          'train.seed': args.seed,
           'task.num_classes': args.num_classes, 'task.zipf_alpha': args.zipf_alpha,
           'task.p_bursty': args.p_bursty,
           'eval.every': max(steps // 60, 10), 'train.checkpoint_every': max(steps // 10, 100)}
@@ -274,7 +275,7 @@ def transience(args, log=print) -> Dict[str, Any]:
            '|---|---|---|---|---|']
   for name, c in curves.items():
     for i in range(len(c['peak_in_context_accuracy'])):
-      lines.append(f'| {name} | {i} | {c["peak_in_context_accuracy"][i]:.3f} '
+      lines.append(f'| {name} | {args.seed + i} | {c["peak_in_context_accuracy"][i]:.3f} '
                    f'({c["peak_step"][i]}) | {c["final_in_context_accuracy"][i]:.3f} | '
                    f'{c["final_in_weights_accuracy"][i]:.3f} |')
   result = {'study': 'transience', 'config': BURSTY, 'settings': base,
@@ -284,7 +285,7 @@ def transience(args, log=print) -> Dict[str, Any]:
   for name, style in (('plain', '-'), ('forgetting', '--')):
     c = curves[name]
     for i, ic in enumerate(c['in_context_accuracy']):
-      ax.plot(c['steps'], ic, style, color=f'C{i}', label=f'{name}, seed {i}: in-context')
+      ax.plot(c['steps'], ic, style, color=f'C{i}', label=f'{name}, seed {args.seed + i}: in-context')
       ax.plot(c['steps'], c['in_weights_accuracy'][i], style, color=f'C{i}', alpha=0.35)
   ax.set_xlabel('step')
   ax.set_ylabel('accuracy (faint: in-weights)')
@@ -489,6 +490,7 @@ def parse_args(argv):
   parser.add_argument('--seeds', type=int, default=0, help='seeds per run (0: study default)')
   parser.add_argument('--tiny', action='store_true', help='jump: one seed (a few minutes)')
   parser.add_argument('--eval_every', type=int, default=0)
+  parser.add_argument('--seed', type=int, default=0, help='transience: the first seed')
   parser.add_argument('--num_classes', type=int, default=0)
   parser.add_argument('--p_bursty', default='')
   parser.add_argument('--zipf', default='0,1,2')
@@ -512,7 +514,7 @@ def parse_args(argv):
       setattr(args, key, value)
   if args.study == 'transience':
     args.p_bursty = float(args.p_bursty)
-  for name in ('steps', 'seeds', 'eval_every', 'num_classes', 'forget_every', 'num_prompts',
+  for name in ('steps', 'seeds', 'seed', 'eval_every', 'num_classes', 'forget_every', 'num_prompts',
                'match_params'):
     if getattr(args, name) < 0:
       parser.error(f'--{name}={getattr(args, name)} is invalid: must be >= 0')
