@@ -500,7 +500,7 @@ def parse_args(argv):
   parser.add_argument('--num_classes', type=int, default=0)
   parser.add_argument('--p_bursty', default='')
   parser.add_argument('--zipf', default='0,1,2')
-  parser.add_argument('--zipf_alpha', type=float, default=1.0)
+  parser.add_argument('--zipf_alpha', type=float, default=0.0, help='transience: Zipf exponent')
   parser.add_argument('--forget_every', type=int, default=1000)
   parser.add_argument('--pool_sizes', default='')
   parser.add_argument('--num_prompts', type=int, default=512)
@@ -510,7 +510,7 @@ def parse_args(argv):
   defaults = {
       'jump': dict(seeds=3),
       'distribution': dict(seeds=1, num_classes=1024, p_bursty='0,0.5,0.9,1'),
-      'transience': dict(seeds=2, num_classes=1024, p_bursty='0.9'),
+      'transience': dict(seeds=1, num_classes=4096, p_bursty='0.9'),
       'task_diversity': dict(seeds=1, pool_sizes='1,4,16,64,256,1024,4096,0'),
       'mixers': dict(seeds=2),
       'kirsch': dict(seeds=1, pool_sizes='1,4,16,64,256,1024,0'),
