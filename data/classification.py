@@ -158,6 +158,18 @@ def classification_objective(objective_config, task):
   return loss
 
 
+def interleave_items_and_labels(items_BxNxD: jax.Array, labels_BxN: jax.Array,
+                                num_labels: int) -> jax.Array:
+  """features_Bx2NxF, F = D + L: [x_1; 0], [0; e(l_1)], ..., [x_N; 0], [0; e(l_N)]."""
+  batch_size, n, d = items_BxNxD.shape
+  zeros = lambda width: jnp.zeros((batch_size, n, width), items_BxNxD.dtype)
+  item_tokens_BxNxF = jnp.concatenate([items_BxNxD, zeros(num_labels)], -1)
+  label_tokens_BxNxF = jnp.concatenate(
+      [zeros(d), jax.nn.one_hot(labels_BxN, num_labels, dtype=items_BxNxD.dtype)], -1)
+  return jnp.stack([item_tokens_BxNxF, label_tokens_BxNxF], 2).reshape(
+      batch_size, 2 * n, d + num_labels)
+
+
 def _gumbel_top_k(key: jax.Array, logits_BxK: jax.Array, k: int) -> jax.Array:
   """k distinct indices per row, drawn without replacement ∝ exp(logits) (Gumbel top-k); the
   first is a plain draw from softmax(logits)."""
@@ -248,17 +260,10 @@ class BurstyClassification(Task):
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_BxTx(D+L): [x_1; 0], [0; e(l_1)], ..., [x_N; 0], [0; e(l_N)], [x_q; 0]."""
     items_BxNxD = batch['items_BxNxD']
-    batch_size, n, d = items_BxNxD.shape
-    num_labels = self.num_labels
-    item_tokens_BxNxF = jnp.concatenate(
-        [items_BxNxD, jnp.zeros((batch_size, n, num_labels), items_BxNxD.dtype)], -1)
-    label_tokens_BxNxF = jnp.concatenate(
-        [jnp.zeros((batch_size, n, d), items_BxNxD.dtype),
-         jax.nn.one_hot(batch['labels_BxN'], num_labels, dtype=items_BxNxD.dtype)], -1)
-    pairs_BxTxF = jnp.stack([item_tokens_BxNxF, label_tokens_BxNxF], 2).reshape(
-        batch_size, 2 * n, d + num_labels)
+    batch_size = items_BxNxD.shape[0]
+    pairs_BxTxF = interleave_items_and_labels(items_BxNxD, batch['labels_BxN'], self.num_labels)
     query_Bx1xF = jnp.concatenate(
-        [batch['query_item_BxD'], jnp.zeros((batch_size, num_labels), items_BxNxD.dtype)],
+        [batch['query_item_BxD'], jnp.zeros((batch_size, self.num_labels), items_BxNxD.dtype)],
         -1)[:, None]
     return jnp.concatenate([pairs_BxTxF, query_Bx1xF], 1)
 

@@ -39,7 +39,7 @@ import optax
 
 from core import Batch, ModelIO, require
 from data.base import Task, register_task
-from data.classification import OBJECTIVE
+from data.classification import OBJECTIVE, interleave_items_and_labels
 
 SPLITS = ('in_distribution', 'in_context')
 # Task indices of the in_context split start here, far above any training pool.
@@ -166,15 +166,9 @@ class MetaClassification(Task):
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_BxTx(D+L): [x_1; 0], [0; e(l_1)], ..., [x_N; 0] (the last label not shown)."""
-    items_BxNxD = batch['items_BxNxD']
-    batch_size, n, d = items_BxNxD.shape
-    zeros = lambda width: jnp.zeros((batch_size, n, width), items_BxNxD.dtype)
-    item_tokens = jnp.concatenate([items_BxNxD, zeros(self.num_labels)], -1)
-    label_tokens = jnp.concatenate(
-        [zeros(d), jax.nn.one_hot(batch['labels_BxN'], self.num_labels,
-                                  dtype=items_BxNxD.dtype)], -1)
-    pairs = jnp.stack([item_tokens, label_tokens], 2).reshape(batch_size, 2 * n, -1)
-    return pairs[:, :self.seq_len]
+    pairs_BxTxF = interleave_items_and_labels(batch['items_BxNxD'], batch['labels_BxN'],
+                                              self.num_labels)
+    return pairs_BxTxF[:, :self.seq_len]
 
   # ---- evaluation ----------------------------------------------------------------------------
 
