@@ -12,6 +12,9 @@ EVALUATORS = Registry('evaluator', 'task eval_family')
 EVALUATORS.register('regression')('analysis.regression_eval')
 EVALUATORS.register('regbench')('analysis.regbench_eval')
 EVALUATORS.register('classification')('analysis.classification_eval')
+EVALUATORS.register('boolean')('analysis.boolean_eval')
+EVALUATORS.register('logistic')('analysis.logistic_eval')
+EVALUATORS.register('piecewise')('analysis.piecewise_eval')
 
 
 def get_evaluator(family: str):
