@@ -67,3 +67,6 @@ from data import classification as _classification  # noqa: E402
 
 # Cross-entropy of the label at the query (bursty in-context classification).
 register_objective('classification_ce')(_classification.classification_objective)
+# Binary cross-entropy of the read-out logit (TART's logistic regression; data/logistic.py).
+from data import logistic as _logistic  # noqa: E402
+register_objective('logistic_bce')(_logistic.logistic_objective)
