@@ -1,8 +1,8 @@
-"""reproductions/garg.py: argument checks, the table positions, and the tables' numbers come
-from the evaluator's curves at the right number of examples (no training here)."""
+"""reproductions/garg.py and reproductions/regbench_transition.py: argument checks, the table
+positions, the tables' numbers and the transition detector (no training here)."""
 import pytest
 
-from reproductions import garg
+from reproductions import garg, regbench_transition
 
 
 def _result(values_by_name, n=21, d=10):
@@ -46,3 +46,33 @@ def test_bad_arguments_are_one_line_errors(argv, capsys):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert 'is invalid' in err[-1]
+
+
+def test_slope_is_late_strings_minus_string_one():
+  by_string = [0.1, 0.5, 0.6, 0.6, 0.7, 0.8, 0.9, None]
+  assert regbench_transition.slope(by_string) == pytest.approx(0.85 - 0.5)
+  assert regbench_transition.slope([0.3, None, 0.5, 0.5, 0.5, 0.5]) is None
+  assert regbench_transition.slope([0.3, 0.4]) is None
+
+
+def test_transition_is_the_first_step_after_which_the_slope_stays_up():
+  steps = [1000, 2000, 3000, 4000, 5000, 6000]
+  slopes = [0.0, 0.06, 0.01, 0.07, 0.10, 0.2]      # a blip at 2000 does not count
+  assert regbench_transition.transition_step(steps, slopes, 0.05) == 4000
+  assert regbench_transition.transition_step(steps, slopes[:3], 0.05) is None
+  assert regbench_transition.transition_step(steps, [None, 0.1, 0.1, 0.1, 0.1, 0.1], 0.05) == 2000
+
+
+def test_read_steps_orders_scored_steps(tmp_path):
+  import json
+  suite = tmp_path / 'eval' / 'test'
+  suite.mkdir(parents=True)
+  for step, late in ((2000, 0.9), (1000, 0.5)):
+    by = [0.2, 0.5, 0.5, 0.5, 0.5, late, late]
+    metrics = {name: {'accuracy': 0.6, 'tv': 0.3, 'by_string': {'accuracy': by}}
+               for name in ('model', 'bigram')}
+    (suite / f'step_{step}.json').write_text(json.dumps({'metrics': metrics}))
+  rows = regbench_transition.read_steps(str(tmp_path))
+  assert [r['step'] for r in rows] == [1000, 2000]
+  assert rows[0]['slope'] == pytest.approx(0.0) and rows[1]['slope'] == pytest.approx(0.4)
+  assert rows[1]['baselines'] == {'bigram': 0.6}
