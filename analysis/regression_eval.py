@@ -26,8 +26,9 @@ from data.regression import OOD_OPTIONS, OOD_SUITES, QUERY_SUITES
 
 SUITES: Tuple[str, ...] = OOD_SUITES
 # Predictors whose distance to the model is reported (Raventós et al.: the model moves from the
-# pool's posterior mean, dMMSE, to ridge under the Gaussian prior as the pool grows).
-DISTANCE_TO = ('dmmse', 'ridge', 'least_squares')
+# pool's posterior mean, dMMSE, to ridge under the Gaussian prior as the pool grows; for a
+# mixture of classes, the mixture's Bayes predictor and each class's own, Panwar et al. 2024).
+DISTANCE_TO = ('dmmse', 'ridge', 'least_squares', 'bayes', 'bayes_dense', 'bayes_sparse')
 # Prompts are drawn in blocks of this size from fold_in(key(seed), block), so the prompts (and
 # so the numbers) do not depend on batch_size.
 GENERATION_BLOCK = 256

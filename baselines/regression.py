@@ -632,6 +632,7 @@ FAMILY_BASELINES = {
     'quadratic': ('least_squares', 'knn', 'averaging', 'relu2nn'),
     'relu2nn': ('least_squares', 'knn', 'averaging', 'relu2nn'),
     'decision_tree': ('least_squares', 'knn', 'averaging', 'greedy_tree', 'xgboost'),
+    'mixture': ('least_squares', 'ridge', 'lasso', 'lasso_0.01', 'knn', 'averaging'),
 }
 
 # Options `get_baselines` sets where the constructor's own default differs (None: computed from
@@ -685,6 +686,8 @@ def task_family(task_name: str) -> str:
   """
   name = str(task_name).lower().replace('-', '_')
   compact = name.replace('_', '')
+  if 'mixture' in name:
+    return 'mixture'
   if 'sparse' in name:
     return 'sparse_linear'
   if 'quadratic' in name:
@@ -763,12 +766,123 @@ def dmmse(pool_w_MxD, noise_variance: float) -> BaselineFn:
   return _mark(predict, jittable=True, max_prompts=None)
 
 
+# The Bayes predictor enumerates every support of every class: C(d, k) for k-sparse weights.
+MAX_BAYES_SUPPORTS = 5000
+# Noise variance the Bayes predictor uses for noiseless labels: the posterior for a vanishing
+# noise level (supports that cannot interpolate the prefix get likelihood ~exp(-rss / 2e-4)).
+NOISELESS_VARIANCE = 1e-4
+
+
+def mixture_bayes(prior, n_dims: int, noise_variance: float) -> BaselineFn:
+  """The Bayes-optimal (posterior-mean) predictor of a mixture of sparse-Gaussian linear classes
+  (Panwar et al. 2024's DR + SR mixture), exactly, by enumerating supports.
+
+  `prior`: one dict per class with 'weight', 'support_size' k (d for dense weights) and
+  'variance' v: the class draws a support S uniformly among the C(d, k) k-subsets and
+  w_S ~ N(0, v I_k), w = 0 off S; y = x.w + N(0, noise_variance). For the prefix (X, y) of
+  position i, support S has marginal likelihood N(y; 0, v X_S X_S^T + s^2 I), evaluated through
+  the k-dimensional identity
+    -2 log N = n log(2 pi s^2) + log det(I + X_S^T X_S v / s^2)
+               + (||y - X_S w_S||^2 + (s^2 / v) ||w_S||^2) / s^2,
+  with w_S the ridge solution at alpha = s^2 / v (also the posterior mean on S). The prediction
+  is sum_S p(S | prefix) x_i.w_S; p(S | prefix) ∝ p(S) N(y; ...). With one class of k = d this
+  is ridge at alpha = s^2 / v. noise_variance 0 is replaced by NOISELESS_VARIANCE (the noiseless
+  limit). The returned fn also has `.class_posterior(xs, ys) -> probs_BxNxC`.
+  """
+  require(isinstance(n_dims, (int, np.integer)) and n_dims >= 1, 'task.n_dims', n_dims,
+          'an integer >= 1')
+  classes = [c for c in prior if float(c['weight']) > 0]
+  require(len(classes) > 0, 'task.weights', [c['weight'] for c in prior],
+          'at least one class with a positive weight')
+  import itertools  # pylint: disable=g-import-not-at-top
+  import math  # pylint: disable=g-import-not-at-top
+  masks, log_prior, alphas, class_index = [], [], [], []
+  variance = max(float(noise_variance), NOISELESS_VARIANCE)
+  total_weight = sum(float(c['weight']) for c in classes)
+  for index, c in enumerate(classes):
+    k = int(c['support_size'])
+    count = math.comb(int(n_dims), k)
+    require(count <= MAX_BAYES_SUPPORTS, 'task.sparsity', k,
+            f'the Bayes predictor enumerates C(n_dims={n_dims}, {k}) = {count} supports; at most '
+            f'{MAX_BAYES_SUPPORTS}')
+    for support in itertools.combinations(range(int(n_dims)), k):
+      mask = np.zeros(int(n_dims), np.float32)
+      mask[list(support)] = 1.0
+      masks.append(mask)
+      log_prior.append(math.log(float(c['weight']) / total_weight) - math.log(count))
+      alphas.append(variance / float(c['variance']))
+      class_index.append(index)
+  masks_SxD = jnp.asarray(np.stack(masks))
+  log_prior_S = jnp.asarray(log_prior, jnp.float32)
+  alpha_S = jnp.asarray(alphas, jnp.float32)
+  one_hot_SxC = jax.nn.one_hot(jnp.asarray(class_index), len(classes))
+
+  def posterior(xs_BxNxD, ys_BxN):
+    num_points, dim = xs_BxNxD.shape[1:]
+    gram_BxNxDxD = _exclusive_cumsum(xs_BxNxD[..., :, None] * xs_BxNxD[..., None, :])
+    moment_BxNxD = _exclusive_cumsum(xs_BxNxD * ys_BxN[..., None])
+    prefix_NxN = _prefix_mask_NxN(num_points)
+    eye_DxD = jnp.eye(dim, dtype=xs_BxNxD.dtype)
+
+    def one_support(args):
+      mask_D, alpha = args
+      a_BxNxDxD = gram_BxNxDxD * (mask_D[:, None] * mask_D[None, :]) + alpha * eye_DxD
+      chol_BxNxDxD = jnp.linalg.cholesky(a_BxNxDxD)
+      w_BxNxD = jax.scipy.linalg.cho_solve((chol_BxNxDxD, True),
+                                           (moment_BxNxD * mask_D)[..., None])[..., 0]
+      log_det_BxN = (2.0 * jnp.sum(jnp.log(jnp.diagonal(chol_BxNxDxD, axis1=-2, axis2=-1)), -1)
+                     - dim * jnp.log(alpha))
+      # Residuals of the prefix pairs j < i under position i's weights, computed directly
+      # (not from moments) so that float32 cancellation does not swamp a small noise level.
+      fit_BxNxN = jnp.einsum('bjd,bid->bij', xs_BxNxD, w_BxNxD)
+      rss_BxN = jnp.sum(jnp.where(prefix_NxN[None], (ys_BxN[:, None, :] - fit_BxNxN) ** 2, 0.0),
+                        axis=-1)
+      penalty_BxN = alpha * jnp.sum(w_BxNxD * w_BxNxD, axis=-1)
+      log_like_BxN = -0.5 * (log_det_BxN + (rss_BxN + penalty_BxN) / variance)
+      return log_like_BxN, jnp.einsum('bid,bid->bi', w_BxNxD, xs_BxNxD)
+
+    log_like_SxBxN, preds_SxBxN = jax.lax.map(one_support, (masks_SxD, alpha_S))
+    log_post_BxNxS = jnp.moveaxis(log_like_SxBxN, 0, -1) + log_prior_S
+    probs_BxNxS = jax.nn.softmax(log_post_BxNxS, axis=-1)
+    return probs_BxNxS, jnp.moveaxis(preds_SxBxN, 0, -1)
+
+  @jax.jit
+  def fn(xs_BxNxD, ys_BxN):
+    probs_BxNxS, preds_BxNxS = posterior(xs_BxNxD, ys_BxN)
+    return _zero_first(jnp.sum(probs_BxNxS * preds_BxNxS, axis=-1))
+
+  @jax.jit
+  def class_posterior(xs_BxNxD, ys_BxN):
+    probs_BxNxS, _ = posterior(xs_BxNxD, ys_BxN)
+    return probs_BxNxS @ one_hot_SxC
+
+  fn.class_posterior = class_posterior
+  return _mark(fn, jittable=True, max_prompts=None)
+
+
+def _mixture_bayes_baselines(task_name: str, task_config) -> Dict[str, BaselineFn]:
+  """For a mixture task: 'bayes' (the mixture's posterior mean) and, with more than one class,
+  'bayes_<class>' (each class's own Bayes predictor, as if the prior were that class alone)."""
+  if task_config is None or task_family(task_name) != 'mixture':
+    return {}
+  from data import get_task   # baselines may read data/ (never models/ or analysis/)
+  task = get_task(task_config)
+  prior = task.bayes_prior()
+  noise_variance = float(task.noise_std) ** 2
+  result = {'bayes': mixture_bayes(prior, task.n_dims, noise_variance)}
+  if len(prior) > 1:
+    for c in prior:
+      result[f'bayes_{c["name"]}'] = mixture_bayes([dict(c, weight=1.0)], task.n_dims,
+                                                   noise_variance)
+  return result
+
+
 def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
   """The baselines worth comparing against on `task_name`: result name -> fn.
 
   Names: 'least_squares', 'ridge', 'lasso' (alpha 0.1), 'lasso_0.01', '<k>nn' ('3nn' by
   default), 'averaging', 'gd', 'greedy_tree', 'xgboost' (only where xgboost imports),
-  'relu2nn'. Options come from `config.eval.baselines.<registry name>.<option>` when present
+  'relu2nn'; for a mixture task also 'bayes', 'bayes_<class>' (`mixture_bayes`). Options come from `config.eval.baselines.<registry name>.<option>` when present
   (e.g. config.eval.baselines.gd.num_steps, config.eval.baselines.knn.k; declared by
   configs/common.py, see `default_baselines_config`). Defaults: ridge alpha =
   (config.task.noise_std / config.task.y_scale)^2, the posterior mean for y = y_scale w.x +
@@ -797,6 +911,7 @@ def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
   pool = _linear_pool(task_name, task)
   if pool is not None:   # a finite pool of linear tasks: its Bayes predictor (Raventós et al.)
     result['dmmse'] = dmmse(y_scale * pool, noise_std ** 2)
+  result.update(_mixture_bayes_baselines(task_name, task))   # mixture tasks: exact Bayes
   return result
 
 
