@@ -882,7 +882,8 @@ def get_baselines(task_name: str, config) -> Dict[str, BaselineFn]:
 
   Names: 'least_squares', 'ridge', 'lasso' (alpha 0.1), 'lasso_0.01', '<k>nn' ('3nn' by
   default), 'averaging', 'gd', 'greedy_tree', 'xgboost' (only where xgboost imports),
-  'relu2nn'; for a mixture task also 'bayes', 'bayes_<class>' (`mixture_bayes`). Options come from `config.eval.baselines.<registry name>.<option>` when present
+  'relu2nn'; for a mixture task also 'bayes', 'bayes_<class>' (`mixture_bayes`). Options
+  come from `config.eval.baselines.<registry name>.<option>` when present
   (e.g. config.eval.baselines.gd.num_steps, config.eval.baselines.knn.k; declared by
   configs/common.py, see `default_baselines_config`). Defaults: ridge alpha =
   (config.task.noise_std / config.task.y_scale)^2, the posterior mean for y = y_scale w.x +
