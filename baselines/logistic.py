@@ -46,15 +46,8 @@ def _objective_BxK(w_BxKxD, xs_BxNxD, signs_BxN, weights_BxKxN, inv_c):
   return 0.5 * inv_c * jnp.sum(jnp.square(w_BxKxD), axis=-1) + data
 
 
-@functools.partial(jax.jit, static_argnames='num_steps')
-def fit_prefix_logistic_regression(xs_BxNxD: jax.Array, targets_BxN: jax.Array, c,
-                                   num_steps: int = NEWTON_STEPS
-                                   ) -> Tuple[jax.Array, jax.Array]:
-  """(w_BxKxD, hessian_BxKxDxD): for every prompt b and prefix length k = 0..N-1, the minimiser
-  of 0.5 |w|^2 / C + sum_{i<k} log(1 + exp(-s_i w·x_i)) (the same minimiser as scikit-learn's
-  0.5 |w|^2 + C sum log-loss) and the Hessian of this objective there (the Laplace precision).
-  C may be traced (one compilation serves every C).
-  """
+def _fit_prefix(xs_BxNxD, targets_BxN, c, num_steps):
+  """(w_BxKxD, hessian_BxKxDxD): see `prefix_logistic_regression`."""
   _, num_points, n_dims = xs_BxNxD.shape
   inv_c = 1.0 / jnp.asarray(c, xs_BxNxD.dtype)
   signs_BxN = 2.0 * targets_BxN - 1.0
@@ -89,22 +82,37 @@ def fit_prefix_logistic_regression(xs_BxNxD: jax.Array, targets_BxN: jax.Array, 
 
 
 @functools.partial(jax.jit, static_argnames='num_steps')
-def logistic_regression_logits(xs_BxNxD, targets_BxN, c,
-                               num_steps: int = NEWTON_STEPS) -> jax.Array:
-  """logits_BxN: w_k·x_k with w_k fitted on the pairs before position k."""
-  w_BxKxD, _ = fit_prefix_logistic_regression(xs_BxNxD, targets_BxN, c, num_steps)
-  return jnp.einsum('bkd,bkd->bk', w_BxKxD, xs_BxNxD)
+def prefix_logistic_regression(xs_BxNxD: jax.Array, targets_BxN: jax.Array, c,
+                               num_steps: int = NEWTON_STEPS) -> Dict[str, jax.Array]:
+  """L2-regularised logistic regression on every prefix of every prompt, and its Laplace
+  posterior predictive. For prompt b and prefix length k = 0..N-1 (the pairs before k):
 
+    w_BxKxD          the minimiser of 0.5 |w|^2 / C + sum_{i<k} log(1 + exp(-s_i w·x_i)), the
+                     same as scikit-learn's 0.5 |w|^2 + C sum log-loss (fit_intercept=False)
+    hessian_BxKxDxD  the Hessian of that objective there (the Laplace precision)
+    logits_BxK       w_k·x_k
+    laplace_BxK      mu / sqrt(1 + pi s^2 / 8), mu = w_k·x_k, s^2 = x_k^T H_k^-1 x_k: the
+                     posterior predictive under w ~ N(0, C I) in the Laplace approximation
+                     with MacKay's probit approximation
 
-@functools.partial(jax.jit, static_argnames='num_steps')
-def laplace_logits(xs_BxNxD, targets_BxN, c, num_steps: int = NEWTON_STEPS) -> jax.Array:
-  """logits_BxN of the Laplace-approximate posterior predictive under w ~ N(0, C I):
-  mu / sqrt(1 + pi s^2 / 8), mu = w_MAP·x, s^2 = x^T H^-1 x (MacKay's probit approximation)."""
-  w_BxKxD, hess_BxKxDxD = fit_prefix_logistic_regression(xs_BxNxD, targets_BxN, c, num_steps)
+  C may be traced (one compilation serves every C); damped Newton from w = 0.
+  """
+  w_BxKxD, hess_BxKxDxD = _fit_prefix(xs_BxNxD, targets_BxN, c, num_steps)
   mean_BxK = jnp.einsum('bkd,bkd->bk', w_BxKxD, xs_BxNxD)
   solved_BxKxD = jnp.linalg.solve(hess_BxKxDxD, xs_BxNxD[..., None])[..., 0]
   variance_BxK = jnp.einsum('bkd,bkd->bk', xs_BxNxD, solved_BxKxD)
-  return mean_BxK / jnp.sqrt(1.0 + math.pi * variance_BxK / 8.0)
+  return {'w_BxKxD': w_BxKxD, 'hessian_BxKxDxD': hess_BxKxDxD, 'logits_BxK': mean_BxK,
+          'laplace_BxK': mean_BxK / jnp.sqrt(1.0 + math.pi * variance_BxK / 8.0)}
+
+
+def logistic_regression_logits(xs_BxNxD, targets_BxN, c) -> jax.Array:
+  """logits_BxN: w_k·x_k with w_k fitted on the pairs before position k."""
+  return prefix_logistic_regression(xs_BxNxD, targets_BxN, c)['logits_BxK']
+
+
+def laplace_logits(xs_BxNxD, targets_BxN, c) -> jax.Array:
+  """logits_BxN of the Laplace-approximate posterior predictive under w ~ N(0, C I)."""
+  return prefix_logistic_regression(xs_BxNxD, targets_BxN, c)['laplace_BxK']
 
 
 def _hard_logits(score_BxN: jax.Array) -> jax.Array:

@@ -196,14 +196,17 @@ class LogisticRegression(Task):
     """{'xs_BxNxD', 'ys_BxN', 'targets_BxN', 'point_mask_BxN'}."""
     return self.sample_with_functions(key, batch_size, step)[0]
 
+  def eval_step(self) -> int:
+    """A step at which the curriculum has finished (all dims, all points); 0 without one."""
+    if not self.cfg['curriculum']:
+      return 0
+    c = self.cfg
+    return max(c['dims_interval'] * math.ceil(self.n_dims / max(c['dims_inc'], 1)),
+               c['points_interval'] * math.ceil(self.n_points / max(c['points_inc'], 1)))
+
   def sample_eval(self, key: jax.Array, batch_size: int) -> Tuple[Batch, Dict[str, jax.Array]]:
     """Prompts of the finished curriculum (all dims, all points) with their weights."""
-    step = 0
-    if self.cfg['curriculum']:
-      c = self.cfg
-      step = max(c['dims_interval'] * math.ceil(self.n_dims / max(c['dims_inc'], 1)),
-                 c['points_interval'] * math.ceil(self.n_points / max(c['points_inc'], 1)))
-    return self.sample_with_functions(key, batch_size, step)
+    return self.sample_with_functions(key, batch_size, self.eval_step())
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_Bx(2N)xD: x_0, [y_0, 0, .., 0], x_1, [y_1, 0, .., 0], ... (TART's layout)."""

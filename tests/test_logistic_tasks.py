@@ -28,6 +28,10 @@ def _jitted_sampler(task):
   return jax.jit(task.sample_with_functions, static_argnums=1)
 
 
+# One small task shared by the tests below, so that its sampler and the baselines compile once.
+TASK = make_task(n_dims=3, n_points=9)
+
+
 def sample(task, key, batch_size, step=0):
   """(batch, functions), jitted: one compilation instead of dozens of eager kernels."""
   return _jitted_sampler(task)(key, batch_size, step)
@@ -36,11 +40,11 @@ def sample(task, key, batch_size, step=0):
 # ---- sampler ---------------------------------------------------------------------------------
 
 def test_shapes_determinism_and_label_values():
-  task = make_task(n_dims=3, n_points=5)
+  task = TASK
   batch = sample(task, jax.random.key(0), 4)[0]
-  assert batch['xs_BxNxD'].shape == (4, 5, 3)
+  assert batch['xs_BxNxD'].shape == (4, 9, 3)
   for key in ('ys_BxN', 'targets_BxN', 'point_mask_BxN'):
-    assert batch[key].shape == (4, 5)
+    assert batch[key].shape == (4, 9)
   assert set(np.unique(batch['ys_BxN'])) <= {0.0, 1.0}
   np.testing.assert_array_equal(batch['ys_BxN'], batch['targets_BxN'])
   again = sample(task, jax.random.key(0), 4)[0]
@@ -48,12 +52,12 @@ def test_shapes_determinism_and_label_values():
   for key in batch:
     np.testing.assert_array_equal(batch[key], again[key])
   assert not np.allclose(batch['xs_BxNxD'], other['xs_BxNxD'])
-  signed = sample(make_task(n_dims=3, n_points=5, label_values='plus_minus'),
+  signed = sample(make_task(n_dims=3, n_points=9, label_values='plus_minus'),
                   jax.random.key(0), 4)[0]
   np.testing.assert_array_equal(signed['targets_BxN'], batch['targets_BxN'])
   np.testing.assert_array_equal(signed['ys_BxN'], 2 * batch['targets_BxN'] - 1)
   inputs = task.model_inputs(batch)
-  assert inputs.shape == (4, 10, 3)
+  assert inputs.shape == (4, 18, 3)
   np.testing.assert_array_equal(inputs[:, 0::2], batch['xs_BxNxD'])
   np.testing.assert_array_equal(inputs[:, 1::2, 0], batch['ys_BxN'])
   assert not np.any(inputs[:, 1::2, 1:])
@@ -96,7 +100,9 @@ def test_curriculum_zeroes_dims_and_masks_points():
   assert not np.any(batch['xs_BxNxD'][..., 4:]) and np.all(batch['xs_BxNxD'][..., :4] != 0)
   assert not np.any(functions['w_BxD'][:, 4:])
   np.testing.assert_array_equal(batch['point_mask_BxN'][0], [1] * 7 + [0] * 3)
-  full, _ = task.sample_eval(jax.random.key(0), 3)
+  dims, points = task.curriculum_state(task.eval_step())
+  assert (int(dims), int(points)) == (8, 10)
+  full, _ = sample(task, jax.random.key(0), 3, task.eval_step())
   assert np.all(full['xs_BxNxD'] != 0) and np.all(full['point_mask_BxN'] == 1)
 
 
@@ -111,11 +117,11 @@ def test_bad_config_is_one_line_naming_the_key(key, value):
 
 
 def test_objective_and_position_metrics_against_numpy():
-  task = make_task(n_dims=3, n_points=4)
-  batch = sample(task, jax.random.key(2), 5)[0]
-  batch['point_mask_BxN'] = batch['point_mask_BxN'].at[:, 3].set(0.0)
-  logits = np.asarray(jax.random.normal(jax.random.key(4), (5, 4))) * 3
-  outputs = jnp.zeros((5, 8, 1)).at[:, 0::2, 0].set(logits)
+  task = TASK
+  batch = sample(task, jax.random.key(2), 4)[0]
+  batch['point_mask_BxN'] = batch['point_mask_BxN'].at[:, 8].set(0.0)
+  logits = np.asarray(jax.random.normal(jax.random.key(4), (4, 9))) * 3
+  outputs = jnp.zeros((4, 18, 1)).at[:, 0::2, 0].set(logits)
   t, m = np.asarray(batch['targets_BxN']), np.asarray(batch['point_mask_BxN'])
   p = 1 / (1 + np.exp(-logits))
   nll = -(t * np.log(p) + (1 - t) * np.log(1 - p))
@@ -123,11 +129,11 @@ def test_objective_and_position_metrics_against_numpy():
   value, metrics = jax.jit(logistic_bce_loss)(task.logits(outputs), batch)
   np.testing.assert_allclose(value, (nll * m).sum() / m.sum(), rtol=1e-5)
   np.testing.assert_allclose(metrics['accuracy'], (correct * m).sum() / m.sum(), rtol=1e-6)
-  np.testing.assert_allclose(metrics['last_point_accuracy'], correct[:, 2].mean(), rtol=1e-6)
+  np.testing.assert_allclose(metrics['last_point_accuracy'], correct[:, 7].mean(), rtol=1e-6)
   curves = jax.jit(task.position_metrics)(outputs, batch)
-  np.testing.assert_allclose(curves['loss'][:3], nll[:, :3].mean(0), rtol=1e-5)
-  np.testing.assert_allclose(curves['accuracy'][:3], correct[:, :3].mean(0), rtol=1e-6)
-  assert np.isnan(curves['loss'][3])
+  np.testing.assert_allclose(curves['loss'][:8], nll[:, :8].mean(0), rtol=1e-5)
+  np.testing.assert_allclose(curves['accuracy'][:8], correct[:, :8].mean(0), rtol=1e-6)
+  assert np.isnan(curves['loss'][8])
 
 
 # ---- baselines -------------------------------------------------------------------------------
@@ -155,9 +161,8 @@ def test_prefix_logistic_regression_and_laplace_match_sklearn(separable):
     t = (rng.random(score.shape) < 1 / (1 + np.exp(-score))).astype(np.float32)
   norms = {}
   for c in (1.0, 100.0):
-    w_fit, _ = bl.fit_prefix_logistic_regression(jnp.asarray(xs, jnp.float32), jnp.asarray(t), c)
-    logits = bl.logistic_regression_logits(jnp.asarray(xs, jnp.float32), jnp.asarray(t), c)
-    laplace = bl.laplace_logits(jnp.asarray(xs, jnp.float32), jnp.asarray(t), c)
+    fit = bl.prefix_logistic_regression(jnp.asarray(xs, jnp.float32), jnp.asarray(t), c)
+    w_fit, logits, laplace = fit['w_BxKxD'], fit['logits_BxK'], fit['laplace_BxK']
     np.testing.assert_allclose(w_fit[:, 0], 0.0)          # no context: w = 0, logit 0
     for b in range(2):
       for k in range(1, 9):
@@ -178,13 +183,13 @@ def test_prefix_logistic_regression_and_laplace_match_sklearn(separable):
 
 def test_nearest_neighbour_and_averaging_against_brute_force():
   rng = np.random.default_rng(1)
-  xs = rng.standard_normal((3, 7, 2)).astype(np.float32)
-  t = (rng.random((3, 7)) < 0.5).astype(np.float32)
+  xs = rng.standard_normal((2, 9, 3)).astype(np.float32)   # the evaluator test's shapes
+  t = (rng.random((2, 9)) < 0.5).astype(np.float32)
   nn = np.asarray(bl.nearest_neighbour_logits(jnp.asarray(xs), jnp.asarray(t)))
   avg = np.asarray(bl.averaging_logits(jnp.asarray(xs), jnp.asarray(t)))
-  for b in range(3):
+  for b in range(2):
     assert nn[b, 0] == 0 and avg[b, 0] == 0
-    for k in range(1, 7):
+    for k in range(1, 9):
       j = int(np.argmin([np.sum((xs[b, i] - xs[b, k]) ** 2) for i in range(k)]))
       assert nn[b, k] == (np.inf if t[b, j] == 1 else -np.inf)
       direction = sum((2 * t[b, i] - 1) * xs[b, i] for i in range(k))
@@ -192,12 +197,11 @@ def test_nearest_neighbour_and_averaging_against_brute_force():
 
 
 def test_oracle_logits():
-  task = make_task(n_dims=3, n_points=6, weight_scale=2.0)
-  batch, f = sample(task, jax.random.key(0), 4)
+  batch, f = sample(TASK, jax.random.key(0), 4)
   score = np.einsum('bnd,bd->bn', batch['xs_BxNxD'], f['w_BxD'])
-  np.testing.assert_allclose(task.oracle_logits(f['w_BxD'], batch['xs_BxNxD']), 2 * score,
+  np.testing.assert_allclose(TASK.oracle_logits(f['w_BxD'], batch['xs_BxNxD']), 10 * score,
                              rtol=1e-5)
-  linear = make_task(n_dims=3, n_points=6, label_model='linear_classification')
+  linear = make_task(n_dims=3, n_points=9, label_model='linear_classification')
   np.testing.assert_array_equal(linear.oracle_logits(f['w_BxD'], batch['xs_BxNxD']),
                                 np.where(score > 0, np.inf, -np.inf))
 
@@ -207,7 +211,7 @@ def test_oracle_logits():
 def test_run_suite_plot_and_seed_curves(tmp_path):
   # The shapes of the scikit-learn test above (2 prompts per call, 9 points, d = 3): the
   # baselines' compilations are reused.
-  task = make_task(n_dims=3, n_points=9)
+  task = TASK
   coin = ModelFns(predict=lambda batch: jnp.zeros(batch['xs_BxNxD'].shape[:1] + (18, 1)))
   result = logistic_eval.run_suite('in_distribution', coin, task, None, num_prompts=8, seed=0,
                                    batch_size=2)
@@ -218,9 +222,9 @@ def test_run_suite_plot_and_seed_curves(tmp_path):
   assert np.mean(oracle) > 0.85
   assert result['curves']['nearest_neighbour']['cross_entropy'] is None
   assert {'logistic_regression (C=100)', 'laplace (C=100)'} <= set(result['curves'])
-  noisy = logistic_eval.run_suite('label_noise', coin, task, None, num_prompts=8, seed=0,
-                                  batch_size=2)
-  assert noisy['flip_prob'] == 0.1 and 'laplace (C=100)' not in noisy['curves']
+  noisy = logistic_eval.suite_task(task, 'label_noise')
+  assert noisy.flip_prob == logistic_eval.LABEL_NOISE and task.flip_prob == 0.0
+  assert 'laplace (C=100)' not in bl.get_baselines(noisy)  # its likelihood has no flips
   path = os.path.join(tmp_path, 'x.png')
   logistic_eval.plot(result, path)
   assert os.path.getsize(path) > 0
