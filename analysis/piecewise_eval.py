@@ -178,9 +178,11 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
 
   metrics = result['metrics']
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+  fixed = {'model': dict(color='black', linewidth=2.2, zorder=3),
+           'bayes': dict(color='C3', linestyle='--', linewidth=1.8, zorder=4),
+           'oracle': dict(color='C7', linestyle=':')}
   for i, (name, m) in enumerate(metrics.items()):
-    style = (dict(color='black', linewidth=2.2) if name == 'model' else
-             dict(color='C3', linestyle='--') if name == 'bayes' else dict(color=f'C{i}'))
+    style = fixed.get(name, dict(color=f'C{i % 3}', linewidth=1.2))
     for ax, key in zip(axes[:2], ('loss', 'regret')):
       if key == 'regret' and name == 'oracle':
         continue                                   # zero by definition
@@ -188,8 +190,8 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
       mean = np.asarray(entry['mean'])
       xs = np.arange(1, len(mean) + 1)
       ax.plot(xs, mean, label=name, **style)
-      if name in ('model', 'bayes'):
-        ax.fill_between(xs, entry['lo'], entry['hi'], alpha=0.2, color=style['color'])
+      if name == 'model':
+        ax.fill_between(xs, entry['lo'], entry['hi'], alpha=0.2, color='black', linewidth=0)
     if name == 'oracle':
       continue
     cumulative = np.cumsum(m['by_position']['regret']['mean'])
@@ -201,7 +203,7 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
   for ax in axes:
     ax.set_xlabel('symbol position n')
     ax.grid(alpha=0.3)
-  axes[2].legend(fontsize=8)
+  axes[0].legend(fontsize=8)
   excess = metrics['model']['excess_over_bayes'] if 'model' in metrics else None
   title = (f'{result["task"]} {result["suite"]}: K={result["num_symbols"]}, '
            f'switch={result["switch"]}' + (f' (h={result["hazard"]:g})'
