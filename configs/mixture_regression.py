@@ -5,11 +5,11 @@ Learning through the Bayesian Prism"): dense and k-sparse linear weights, 0.5 / 
   python eval.py --workdir runs/mixture_tiny        # model vs the exact Bayes predictor ('bayes')
   python -m reproductions.bayesian_prism --out runs/repro/bayesian_prism
 
-Variants: tiny (3 layers / 64 wide / 2 heads, d=8, k=2, 16 points, noise 0.1, 5,000 steps
-with a compressed curriculum; a few minutes on a 2-core CPU), small (6/128/4, d=10, k=3, 21
-points) and standard (12/256/8, d=20, k=3, 41 points: Panwar et al.'s DR + SR sizes, with
-Garg's curriculum). The Bayes predictor enumerates all C(d, k) supports (28 at tiny, 1,140 at
-standard).
+Variants: tiny (3 layers / 64 wide / 2 heads, d=8, k=2, 16 points, noise 0.1, 12,000 steps
+with a compressed curriculum; about 10 minutes on a 2-core CPU), small (6/128/4, d=10, k=3, 21
+points) and standard (12/256/8, d=20, k=3, 41 points with Garg's curriculum: Garg et al.'s
+sizes, on which Panwar et al. build). The Bayes predictor enumerates all C(d, k) supports (28
+at tiny, 1,140 at standard).
 """
 from configs.common import base_config, parse_variant
 
@@ -30,5 +30,5 @@ def get_config(arg=None):
     # the tiny model stayed on the plateau (error ~0.95 of predicting 0) for 4,000 steps.
     task = dict(n_dims=8, n_points=16, sparsity=2, curriculum=True, dims_start=2,
                 dims_interval=250, points_start=5, points_interval=250)
-    train = dict(num_steps=5000, learning_rate=1e-3, warmup_steps=100, checkpoint_every=500)
+    train = dict(num_steps=12_000, learning_rate=1e-3, warmup_steps=100, checkpoint_every=1000)
   return base_config(TASK, variant, task_overrides=task, train_overrides=train)

@@ -5,11 +5,11 @@ and mechanistic interpretability of multi-head softmax attention").
     python -m reproductions.length_generalisation --out runs/repro/length_generalisation
 
 The paper's claim: trained at one prompt length, multi-head softmax attention keeps working
-on longer prompts, while a linear transformer does not. Their mechanism: the trained softmax
-heads implement a debiased gradient-descent step whose weights are normalised by the softmax,
-i.e. averaged over the L examples in the prompt whatever L is; linear attention sums over the
-examples with a scale learned for the training L, so at 2L its prediction is about twice too
-large.
+on longer prompts, while a linear transformer does not. Why (our reading of their analysis,
+in which trained softmax heads implement a debiased gradient-descent step): the softmax
+normalises that step's weights, i.e. averages over the L examples of the prompt whatever L
+is; linear attention sums over the examples with a scale learned for the training L, so at
+2L its prediction is about twice too large.
 
 Setting (the paper's, at reduced scale): d = 5, y = w.x + N(0, 0.1) with w ~ N(0, I_d),
 x ~ N(0, I_d); one attention-only layer (no MLP) with 4 heads, no positional embeddings
@@ -21,27 +21,43 @@ read-out at the query token [x_i, 0, 0] predicts y_i from the pairs before it (t
 coordinate marks labelled tokens). Garg et al.'s interleaved layout ([x_i], [y_i, 0, ...]) needs
 positions to pair an x with its y, and learned positions do not extend past the training length.
 
-Models: `attention` (softmax), `linear_attention` with feature_map=identity and
+Mixers: `attention` (softmax), `linear_attention` with feature_map=identity and
 normalize=False (the plain linear transformer of the paper and of von Oswald et al.), and, as
 a control for the mechanism, `linear_attention` with Katharopoulos et al.'s normalisation
-(elu + 1 feature map, divided by the summed keys), which averages like softmax. Each model is
-an ordinary run of the training loop under OUT/<model>; a second call reuses finished runs.
+(elu + 1 feature map, divided by the summed keys), which averages like softmax. Each mixer is
+trained in two architectures:
+  bare    the paper's: linear read-in, the mixer (no biases), linear read-out of its output;
+          no residual, no normalisation, no MLP; trained here by a short Adam loop
+          (`train_bare`, retrained on every call: ~1 minute each)
+  block   the repo's model (`models.model.SequenceModel`: one pre-norm block, attention
+          only, final LayerNorm), an ordinary run of the training loop under OUT/<mixer>
+          (a second call reuses finished runs)
 Writes OUT/length_generalisation.{json,md,png}.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import numpy as np
 
 TASK_NAME = 'paired_linear_regression'
 N_DIMS = 5
 NOISE_STD = float(np.sqrt(0.1))     # the paper's sigma^2 = 0.1
+# 'bare': the paper's architecture around the repo's mixer (no norms, no residual, no MLP);
+# 'block': the repo's model (one pre-norm block, attention only, final LayerNorm).
+ARCHITECTURES = ('bare', 'block')
+BARE_WIDTH, BARE_HEADS = 32, 4
+BARE_MIXERS = {
+    'softmax': ('attention', {'use_bias': False}),
+    'linear': ('linear_attention', {'feature_map': 'identity', 'normalize': False,
+                                    'use_bias': False}),
+    'linear_normalised': ('linear_attention', {'feature_map': 'elu1', 'normalize': True,
+                                               'use_bias': False}),
+}
 MODELS = {
     'softmax': {'model.mixer': 'attention'},
     'linear': {'model.mixer': 'linear_attention',
@@ -110,15 +126,73 @@ def study_config(name: str, args):
   return config
 
 
-def evaluate(run, test_task, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
+def bare_model(name: str, input_dim: int, seed: int):
+  """The paper's architecture around one of the repo's mixers: a linear read-in, one
+  multi-head mixer (no bias, no positions), a linear read-out of its output; no residual,
+  no normalisation, no MLP. (The paper reads the tokens themselves, width d + 1 per head.)"""
+  import jax.numpy as jnp
+  import ml_collections
+  from flax import nnx
+  from models.mixers import MIXERS, MixerSpec
+  mixer_name, options = BARE_MIXERS[name]
+
+  class Bare(nnx.Module):
+    def __init__(self, rngs):
+      spec = MixerSpec(d_model=BARE_WIDTH, num_heads=BARE_HEADS, max_len=0, position='none',
+                       dtype=jnp.float32)
+      self.read_in = nnx.Linear(input_dim, BARE_WIDTH, use_bias=False, rngs=rngs)
+      self.mixer = MIXERS[mixer_name](spec, ml_collections.ConfigDict(options), rngs=rngs)
+      self.read_out = nnx.Linear(BARE_WIDTH, 1, use_bias=False, rngs=rngs)
+
+    def __call__(self, inputs_BxTxF):
+      return self.read_out(self.mixer(self.read_in(inputs_BxTxF)))
+
+  return Bare(nnx.Rngs(seed))
+
+
+def train_bare(name: str, task, steps: int, seed: int, log=print):
+  """Adam (lr 1e-3, batch 64, gradient clipping at 1) on the squared error at the last query;
+  the batch of step t is task.sample(fold_in(key(seed), t)). Returns the trained model."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+  model = bare_model(name, task.io().input_dim, seed)
+  graphdef, params = nnx.split(model)
+  optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+  opt_state = optimizer.init(params)
+  data_key = jax.random.fold_in(jax.random.key(seed), 1)
+  last = task.n_points - 1
+
+  def loss_fn(params, batch):
+    outputs = nnx.merge(graphdef, params)(task.model_inputs(batch))
+    return jnp.mean((task.predictions(outputs)[:, last] - batch['ys_BxN'][:, last]) ** 2)
+
+  @jax.jit
+  def run_steps(params, opt_state, first_step):
+    def one(carry, step):
+      params, opt_state = carry
+      batch = task.sample(jax.random.fold_in(data_key, step), 64)
+      loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+    (params, opt_state), losses = jax.lax.scan(one, (params, opt_state),
+                                               first_step + jnp.arange(100))
+    return params, opt_state, losses.mean()
+
+  for first in range(0, steps, 100):
+    params, opt_state, loss = run_steps(params, opt_state, first)
+    if (first // 100) % 10 == 9 or first + 100 >= steps:
+      log(f'  {name} (bare) step {first + 100}: loss {float(loss):.4f}')
+  return nnx.merge(graphdef, params)
+
+
+def evaluate(predict_fn, test_task, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
   """Squared errors / d at every number of examples 0 .. 2N of the test prompts: the model,
   least squares and ridge at the noise variance (the Bayes predictor)."""
   import jax
-  from analysis.base import make_model_fns
   from baselines.regression import least_squares, ridge
-  from training.loop import seed_model
-  model = make_model_fns(seed_model(run, 0), test_task)
-  predictors = {'model': lambda b: test_task.predictions(model.predict(b)),
+  predictors = {'model': lambda b: test_task.predictions(predict_fn(test_task.model_inputs(b))),
                 'least_squares': lambda b, f=least_squares(): f(b['xs_BxNxD'], b['ys_BxN']),
                 'ridge': lambda b, f=ridge(NOISE_STD ** 2): f(b['xs_BxNxD'], b['ys_BxN'])}
   errors = {name: [] for name in predictors}
@@ -130,6 +204,15 @@ def evaluate(run, test_task, num_prompts: int, seed: int) -> Dict[str, np.ndarra
   return {name: np.concatenate(v)[:num_prompts] for name, v in errors.items()}
 
 
+def jitted(model):
+  """inputs_BxTxF -> outputs_BxTx1 of an nnx model, compiled."""
+  import jax
+  from flax import nnx
+  graphdef, state = nnx.split(model)
+  apply = jax.jit(lambda state, inputs: nnx.merge(graphdef, state)(inputs))
+  return lambda inputs: apply(state, inputs)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True)
@@ -138,42 +221,49 @@ def main(argv=None) -> int:
                       help='in-context examples before the trained query (N)')
   parser.add_argument('--num_prompts', type=int, default=1280)
   parser.add_argument('--models', default=','.join(MODELS))
+  parser.add_argument('--architectures', default=','.join(ARCHITECTURES))
   args = parser.parse_args(argv)
   from analysis.run_eval import write_json_atomic
   from analysis.stats import bootstrap_ci
   from data.base import TASKS
-  from training.loop import restore_run, train
+  from training.loop import restore_run, seed_model, train
   os.makedirs(args.out, exist_ok=True)
   names = [m for m in args.models.split(',') if m]
-  for m in names:
-    if m not in MODELS:
-      print(f'error: --models: unknown model {m!r}; known: {", ".join(MODELS)}')
-      return 2
+  architectures = [a for a in args.architectures.split(',') if a]
+  for value, known, flag in ((names, MODELS, '--models'), (architectures, ARCHITECTURES,
+                                                              '--architectures')):
+    for v in value:
+      if v not in known:
+        print(f'error: {flag}: unknown value {v!r}; known: {", ".join(known)}')
+        return 2
   n_train = args.train_points
   cls = paired_task_class()
   result: Dict[str, Any] = {'train_examples': n_train, 'test_examples': 2 * n_train,
                             'n_dims': N_DIMS, 'noise_variance': NOISE_STD ** 2,
                             'steps': args.steps, 'num_prompts': args.num_prompts, 'models': {}}
-  curves = {}
   with TASKS.temporary(TASK_NAME, cls, eval_family='regression', objectives=cls.objectives):
-    for name in names:
-      config = study_config(name, args)
-      workdir = os.path.join(args.out, name)
-      start = time.time()
-      train(config, workdir, log=lambda s: None)
-      run = restore_run(workdir, log=lambda s: None)
-      test_config = config.task.to_dict()
-      test_config['n_points'] = 2 * n_train + 1
-      test_task = cls(test_config)
-      errors = evaluate(run, test_task, args.num_prompts, seed=config.eval.seed)
-      entry = {'seconds': round(time.time() - start, 1)}
-      for key, values in errors.items():
-        mean, lo, hi = bootstrap_ci(values, num_resamples=1000, seed=0)
-        entry[key] = {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
-      result['models'][name] = entry
-      curves[name] = entry
-      print(f'{name}: error at N={n_train} {entry["model"]["mean"][n_train]:.4f}, at '
-            f'2N={2 * n_train} {entry["model"]["mean"][2 * n_train]:.4f} ({entry["seconds"]}s)')
+    for architecture in architectures:
+      for name in names:
+        config = study_config(name, args)
+        start = time.time()
+        if architecture == 'block':
+          workdir = os.path.join(args.out, name)
+          train(config, workdir, log=lambda s: None)
+          model = seed_model(restore_run(workdir, log=lambda s: None), 0)
+        else:
+          model = train_bare(name, cls(config.task.to_dict()), args.steps, config.train.seed)
+        test_config = config.task.to_dict()
+        test_config['n_points'] = 2 * n_train + 1
+        test_task = cls(test_config)
+        errors = evaluate(jitted(model), test_task, args.num_prompts, seed=config.eval.seed)
+        entry = {'seconds': round(time.time() - start, 1)}
+        for key, values in errors.items():
+          mean, lo, hi = bootstrap_ci(values, num_resamples=1000, seed=0)
+          entry[key] = {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
+        result['models'][f'{architecture}/{name}'] = entry
+        print(f'{architecture}/{name}: error at N={n_train} '
+              f'{entry["model"]["mean"][n_train]:.4f}, at 2N={2 * n_train} '
+              f'{entry["model"]["mean"][2 * n_train]:.4f} ({entry["seconds"]}s)')
   table = _table(result)
   result['table'] = table
   write_json_atomic(os.path.join(args.out, 'length_generalisation.json'), result)
@@ -185,13 +275,21 @@ def main(argv=None) -> int:
   return 0
 
 
+LABELS = {'softmax': 'softmax attention', 'linear': 'linear attention',
+          'linear_normalised': 'linear attention, normalised',
+          'bare': 'attention only', 'block': 'repo block (+ LayerNorms)'}
+
+
 def _table(result) -> str:
   n = result['train_examples']
   points = [n // 2, n, 3 * n // 2, 2 * n]
-  lines = ['| model | ' + ' | '.join(f'error at {p} examples' for p in points)
-           + f' | error at 2N / error at N |', '|---|' + '---:|' * (len(points) + 1)]
+  lines = ['| model | ' + ' | '.join(f'{p} examples' for p in points)
+           + ' | error at 2N / error at N |', '|---|' + '---:|' * (len(points) + 1)]
   any_entry = next(iter(result['models'].values()))
-  rows = [(f'{name} attention', e['model']) for name, e in result['models'].items()]
+  rows = []
+  for key, e in result['models'].items():
+    architecture, name = key.split('/')
+    rows.append((f'{LABELS[name]} ({LABELS[architecture]})', e['model']))
   rows += [('least squares', any_entry['least_squares']), ('ridge (Bayes)', any_entry['ridge'])]
   for label, curve in rows:
     cells = [f'{curve["mean"][p]:.3f} [{curve["lo"][p]:.3f}, {curve["hi"][p]:.3f}]'
@@ -201,8 +299,9 @@ def _table(result) -> str:
   lines.append('')
   lines.append(f'squared error / d at the query after that many examples (d={result["n_dims"]}, '
                f'noise variance {result["noise_variance"]:.2f}, so the floor is '
-               f'{result["noise_variance"] / result["n_dims"]:.2f}); trained at N={n} only; '
-               f'{result["num_prompts"]} prompts, 95% bootstrap intervals')
+               f'{result["noise_variance"] / result["n_dims"]:.2f}); trained at N={n} only, '
+               f'{result["steps"]} steps; {result["num_prompts"]} prompts, 95% bootstrap '
+               'intervals')
   return '\n'.join(lines)
 
 
@@ -211,31 +310,38 @@ def _plot(result, path) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   n = result['train_examples']
-  fig, ax = plt.subplots(figsize=(7, 4.2))
+  architectures = sorted({k.split('/')[0] for k in result['models']},
+                         key=ARCHITECTURES.index)
+  fig, axes = plt.subplots(1, len(architectures), figsize=(6.5 * len(architectures), 4.2),
+                           squeeze=False)
   x = np.arange(2 * n + 1)
-  styles = {'softmax': ('C0', 'softmax attention'), 'linear': ('C3', 'linear attention'),
-            'linear_normalised': ('C2', 'linear attention, normalised (Katharopoulos)')}
-  for name, entry in result['models'].items():
-    color, label = styles[name]
-    ax.plot(x[1:], entry['model']['mean'][1:], color=color, lw=2, label=label)
-    ax.fill_between(x[1:], entry['model']['lo'][1:], entry['model']['hi'][1:], color=color,
-                    alpha=0.2, lw=0)
+  colors = {'softmax': 'C0', 'linear': 'C3', 'linear_normalised': 'C2'}
   any_entry = next(iter(result['models'].values()))
-  ax.plot(x[1:], any_entry['least_squares']['mean'][1:], color='gray', ls=':',
-          label='least squares')
-  ax.plot(x[1:], any_entry['ridge']['mean'][1:], color='black', ls='--', label='ridge (Bayes)')
-  ax.axvline(n, color='gray', lw=1)
-  ax.text(n + 0.3, 0.9, 'trained here', color='gray', fontsize=8,
-          transform=ax.get_xaxis_transform())
-  ax.set_yscale('log')
-  ax.set_xlabel('number of in-context examples')
-  ax.set_ylabel('squared error / d')
-  ax.set_title(f'trained at N={n} examples, tested up to 2N (d={result["n_dims"]}, 1 layer, '
-               f'4 heads)', fontsize=10)
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
+  for ax, architecture in zip(axes[0], architectures):
+    for key, entry in result['models'].items():
+      arch, name = key.split('/')
+      if arch != architecture:
+        continue
+      ax.plot(x[1:], entry['model']['mean'][1:], color=colors[name], lw=2, label=LABELS[name])
+      ax.fill_between(x[1:], entry['model']['lo'][1:], entry['model']['hi'][1:],
+                      color=colors[name], alpha=0.2, lw=0)
+    ax.plot(x[1:], any_entry['least_squares']['mean'][1:], color='gray', ls=':',
+            label='least squares')
+    ax.plot(x[1:], any_entry['ridge']['mean'][1:], color='black', ls='--',
+            label='ridge (Bayes)')
+    ax.axvline(n, color='gray', lw=1)
+    ax.text(n + 0.3, 0.92, 'trained here', color='gray', fontsize=8,
+            transform=ax.get_xaxis_transform())
+    ax.set_yscale('log')
+    ax.set_ylim(0.01, 3.0)   # least squares' interpolation peak at d examples is cut
+    ax.set_xlabel('number of in-context examples')
+    ax.set_ylabel('squared error / d')
+    ax.set_title(f'{LABELS[architecture]}: 1 layer, 4 heads, no positions', fontsize=10)
+    ax.legend(fontsize=8, loc='lower left')
+    ax.grid(alpha=0.3)
+  fig.suptitle(f'trained at N={n} examples, tested up to 2N (d={result["n_dims"]})', fontsize=11)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
