@@ -211,3 +211,63 @@ def seed_curves(result: Dict[str, Any]) -> Dict[str, Tuple[list, list]]:
   x = list(result['num_examples'])
   return {'model accuracy': (x, curves['accuracy']['mean']),
           'model cross-entropy': (x, curves['cross_entropy']['mean'])}
+
+
+def plot_accuracy_panels(results, png_path: str) -> None:
+  """One accuracy panel per result (e.g. logistic and linear classification) side by side."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(5.8 * len(results), 4.2))
+  FigureCanvasAgg(fig)
+  for panel, result in enumerate(results):
+    ax = fig.add_subplot(1, len(results), panel + 1)
+    x = np.asarray(result['num_examples'])
+    for index, (name, curve) in enumerate(result['curves'].items()):
+      entry = curve['accuracy']
+      style = dict(color='C%d' % (index % 10), lw=1.5)
+      if name == 'model':
+        style = dict(color='black', lw=2.4, zorder=3)
+      elif name.startswith('oracle'):
+        style = dict(color='gray', lw=1.5, ls='--')
+      ax.plot(x, entry['mean'], label=name, **style)
+      ax.fill_between(x, entry['lo'], entry['hi'], color=style['color'], alpha=0.15, lw=0)
+    ax.axhline(0.5, color='gray', lw=0.8, ls=':')
+    ax.set_xlabel('number of in-context examples')
+    ax.set_ylabel('accuracy')
+    ax.set_title(f'{result["label_model"]} (d={result["n_dims"]}, weight scale '
+                 f'{result["weight_scale"]:g}): {result["suite"]}, {result["num_prompts"]} '
+                 'prompts', fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='lower right')
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=110)
+
+
+def main(argv=None) -> None:
+  """Tables (accuracy, cross-entropy) of saved results and one figure of their accuracy:
+  python -m analysis.logistic_eval RESULT.json [...] --positions 1,4,8,16,31 --png out.png"""
+  import argparse
+  import json
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument('results', nargs='+')
+  parser.add_argument('--positions', default='1,2,4,8,16,31')
+  parser.add_argument('--png', default='')
+  args = parser.parse_args(argv)
+  positions = [int(p) for p in args.positions.split(',')]
+  results = []
+  for path in args.results:
+    with open(path) as f:
+      results.append(json.load(f))
+    result = results[-1]
+    for metric in ('accuracy', 'cross_entropy'):
+      print(f'\n{path}: {metric} ({result["label_model"]}, {result["suite"]}, '
+            f'{result["num_prompts"]} prompts, checkpoint step {result.get("checkpoint_step")})')
+      print(accuracy_table(result, positions, metric))
+  if args.png:
+    plot_accuracy_panels(results, args.png)
+    print(f'wrote {args.png}')
+
+
+if __name__ == '__main__':
+  main()
