@@ -52,7 +52,7 @@ import numpy as np
 # of the authors' notebook (constructed_token_setup.ipynb as first released: 1 layer, 5,000 steps
 # of batch 2,048, the run of Figure 2's setting), to about +/-0.01. Its deeper results (Figures
 # 3-4) are curves too: their stated outcome.
-FIGURE = "read off the authors' Fig. 2 notebook figure"
+FIGURE = "read off the authors' notebook plot of Fig. 2's setting"
 PAPER_ONE_LAYER = {
     'loss_lsa': f'≈0.205 ({FIGURE})',
     'loss_gd': f'≈0.205 ({FIGURE})',
@@ -60,8 +60,8 @@ PAPER_ONE_LAYER = {
     'model_cos': f'≈1.00 ({FIGURE})',
     'model_diff': f'≈0.09 ({FIGURE})',
 }
-PAPER_DEEP = ('K-layer LSA below K steps of GD, on top of GD++ (loss); cosine with GD++ '
-              'higher than with GD, ≈1 (Figs. 3-4, curves only)')
+PAPER_DEEP = ('the K-layer LSA beats K steps of GD and closely follows GD++ in loss and '
+              'alignment (Figs. 3-4; curves, no values recovered)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +185,7 @@ def stack_weights(weight_sets: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
   return {name: jnp.stack([w[name] for w in weight_sets]) for name in NAMES}
 
 
-# ---- gradient descent on the prompt (independent of the LSA code) ---------------------------------
+# ---- gradient descent on the prompt (independent of the LSA code) --------------------------------
 
 def gd_predict(tokens_TxE, eta, num_steps: int):
   """K steps of GD from w = 0 on L(w) = 1/(2N) sum_j (w·x_j - y_j)^2; returns w_K·x_q."""
@@ -202,11 +202,13 @@ def optimal_eta_moments(tokens_BxTxE, targets_B):
   eta g with g = (1/N) sum_j y_j x_j·x_q, so the loss is quadratic in eta and
   eta* = sum y_q g / sum g^2 (the sample moments)."""
   import jax
-  @jax.jit
-  def moments(tokens_BxTxE, targets_B):
-    g_B = jax.vmap(lambda t: gd_predict(t, 1.0, 1))(tokens_BxTxE)
-    return (targets_B * g_B).sum() / (g_B ** 2).sum()
-  return float(moments(tokens_BxTxE, targets_B))
+  return float(jax.jit(_moments_eta)(tokens_BxTxE, targets_B))
+
+
+def _moments_eta(tokens_BxTxE, targets_B):
+  import jax
+  g_B = jax.vmap(lambda t: gd_predict(t, 1.0, 1))(tokens_BxTxE)
+  return (targets_B * g_B).sum() / (g_B ** 2).sum()
 
 
 def optimal_eta_uniform(input_dim: int, num_examples: int, input_range: float) -> Tuple[float,
@@ -247,7 +249,7 @@ def tune_eta(tokens_BxTxE, targets_B, num_steps: int, *, grid_max: float = 0.0,
   return float((low + high) / 2)
 
 
-# ---- sensitivities and the paper's measures --------------------------------------------------------
+# ---- sensitivities and the paper's measures ------------------------------------------------------
 
 def query_sensitivity(predict: Callable, tokens_TxE):
   """d y_hat / d x_q: the prediction's gradient with respect to the query token's input."""
@@ -276,7 +278,7 @@ def measures(predict_a: Callable, predict_b: Callable, tokens_BxTxE, targets_B) 
           'model_diff': jnp.linalg.norm(sens_a - sens_b, axis=-1).mean()}
 
 
-# ---- training ---------------------------------------------------------------------------------------
+# ---- training ------------------------------------------------------------------------------------
 
 def lsa_optimizer(settings: Settings, num_layers: int):
   """The notebook's optimiser: global-norm clipping (1e-3 for K <= 2, 10 beyond), AdamW without
@@ -427,7 +429,7 @@ def train_model(settings: Settings, num_layers: int, stacked: bool, eval_set, gd
           'weights': {k: np.asarray(v).tolist() for k, v in params.items()}}
 
 
-# ---- the study ----------------------------------------------------------------------------------------
+# ---- the study -----------------------------------------------------------------------------------
 
 def run_study(settings: Settings, out: str, layers: Sequence[int] = (1, 2, 3),
               stacked_layers: Sequence[int] = (2, 3), log=print) -> Dict[str, Any]:
@@ -458,6 +460,7 @@ def run_study(settings: Settings, out: str, layers: Sequence[int] = (1, 2, 3),
       with open(path) as f:
         saved = json.load(f)
       if saved.get('settings') == dataclasses.asdict(settings):
+        saved['construction_match'] = construction_match(saved['weights'], settings)
         results[name] = saved
         log(f'{name}: reusing {path}')
         continue
@@ -497,7 +500,7 @@ def construction_match(weights: Dict[str, Any], settings: Settings) -> Dict[str,
   """How close the trained (first) weight set is to Proposition 1's pattern: the relative size
   of W_K^T W_Q's input block off a multiple of I and of everything else in it, and of W_P W_V's
   last row off its last entry; plus the learning rate it implements, eta = -N c (PV)_{-1,-1},
-  c = mean diagonal of W_K^T W_Q's input block."""
+  c = mean diagonal of W_K^T W_Q's input block, and GD++'s gamma = -c mean diag((PV)_xx)."""
   kq = np.asarray(weights['key'][0]).T @ np.asarray(weights['query'][0])
   pv = np.asarray(weights['projection'][0]) @ np.asarray(weights['value'][0])
   d = settings.input_dim
@@ -508,7 +511,8 @@ def construction_match(weights: Dict[str, Any], settings: Settings) -> Dict[str,
   pv_row[-1] = 0.0
   return {'kq_off_pattern': float(np.linalg.norm(kq_off) / np.linalg.norm(kq)),
           'pv_last_row_off_pattern': float(np.linalg.norm(pv_row) / np.linalg.norm(pv[-1])),
-          'implied_eta': float(-settings.num_examples * scale * pv[-1, -1])}
+          'implied_eta': float(-settings.num_examples * scale * pv[-1, -1]),
+          'implied_gamma': float(-scale * np.trace(pv[:d, :d]) / d)}
 
 
 def write_json(path: str, obj) -> None:
@@ -542,14 +546,24 @@ def markdown_table(summary: Dict[str, Any]) -> str:
                   f'{match["kq_off_pattern"]:.3f} |')
     rows.append('')
   rows += ['| model | loss LSA | loss K GD steps (η) | loss GD++ | preds diff GD / GD++ '
-           '| model cos GD / GD++ | model diff GD / GD++ |', '|---|---|---|---|---|---|---|']
+           '| model cos GD / GD++ | model diff GD / GD++ | η, γ (layer 1): LSA / GD++ |',
+           '|---|---|---|---|---|---|---|---|']
+  def implied(m):
+    match, plus = m.get('construction_match'), m.get('gd_plus')
+    if not match:
+      return '—'
+    ours = f'{match["implied_eta"]:.2f}, {match["implied_gamma"]:.3f}'
+    return ours + (f' / {plus["eta"][0]:.2f}, {plus["gamma"][0]:.3f}' if plus else
+                   f' / {m["gd_eta"]:.2f}, 0')
+
   for name, m in models.items():
     f = m['final']
     pair = lambda key: (f'{f[key + "_gd"]:.4f} / {f[key + "_gdpp"]:.4f}' if key + '_gdpp' in f
                         else f'{f[key + "_gd"]:.4f} / —')
     gdpp = f'{f["loss_ref_gdpp"]:.4f}' if 'loss_ref_gdpp' in f else '— (= GD)'
     rows.append(f'| {name} | {f["loss_lsa"]:.4f} | {f["loss_ref_gd"]:.4f} ({m["gd_eta"]:.3f}) '
-                f'| {gdpp} | {pair("preds_diff")} | {pair("model_cos")} | {pair("model_diff")} |')
+                f'| {gdpp} | {pair("preds_diff")} | {pair("model_cos")} | {pair("model_diff")} '
+                f'| {implied(m)} |')
   rows.append('')
   rows.append(f'Paper, K > 1: {PAPER_DEEP}.')
   rows.append('')
@@ -565,7 +579,7 @@ def plot(summary: Dict[str, Any], path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   models = summary['models']
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   one = models.get('recurrent_K1')
   if one is not None:
     c = one['curves']
@@ -609,6 +623,18 @@ def plot(summary: Dict[str, Any], path: str) -> None:
   ax.set_ylabel('loss')
   ax.set_title('deeper: K layers vs K GD / GD++ steps')
   ax.legend(fontsize=8)
+  ax = axes[3]
+  for name, color in (('recurrent_K2', 'tab:blue'), ('recurrent_K3', 'tab:red')):
+    if name in models and 'model_cos_gdpp' in models[name]['curves']:
+      c = models[name]['curves']
+      ax.plot(c['step'], c['model_cos_gd'], '--', color=color, label=f'{name} vs K GD steps')
+      ax.plot(c['step'], c['model_cos_gdpp'], color=color, label=f'{name} vs GD++')
+  ax.set_ylim(0.8, 1.005)
+  ax.set_xlabel('training step')
+  ax.set_ylabel('model cos')
+  ax.set_title('deeper: alignment with GD and GD++')
+  if ax.lines:
+    ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -188,7 +188,8 @@ def test_tiny_study_writes_its_files_and_reuses_finished_models(tmp_path):
                                  'model_diff_gd'}
   for suffix in ('json', 'md', 'png'):
     assert (tmp_path / f'von_oswald.{suffix}').stat().st_size > 0
-  assert json.loads((tmp_path / 'von_oswald.json').read_text())['table'].startswith('| 1 LSA layer vs 1 GD step')
+  table = json.loads((tmp_path / 'von_oswald.json').read_text())['table']
+  assert table.startswith('| 1 LSA layer vs 1 GD step') and '| recurrent_K1 |' in table
   lines.clear()
   vo.run_study(settings, str(tmp_path), layers=(1,), stacked_layers=(), log=lines.append)
   assert any('reusing' in line for line in lines)
