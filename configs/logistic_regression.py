@@ -7,11 +7,13 @@ r"""In-context logistic regression and linear classification (Bhatia et al. 2023
       --config.task.label_model=linear_classification
 
 The objective is 'logistic_bce' (binary cross-entropy of the read-out logit at every x
-position, as TART trains its reasoning module). Labels are written as 0 / 1 (TART);
---config.task.label_values=plus_minus writes -1 / +1.
+position, as TART trains its reasoning module). Labels are written as 0 / 1 as in TART
+(`task.label_values=zero_one`) in small and standard, as -1 / +1 in tiny.
 
-Variants: tiny (3 layers / 64 wide / 2 heads, d = 8, 32 points, 3,000 steps of batch 64; a few
-minutes on a 2-core CPU), small (6/128/4, d = 16, 34 points, 20,000 steps) and standard
+Variants: tiny (3 layers / 64 wide / 2 heads, d = 8, 32 points, weight scale 10, -1 / +1 labels,
+curriculum finished by step 750, 3,000 steps of batch 64; accuracy after 31 examples 0.84 on
+both tasks against 0.90 for logistic regression fitted on the prompt; 30 minutes on the shared
+2-core CPU under heavy load, 1,280-prompt evaluation 4 minutes), small (6/128/4, d = 16, 34 points, 20,000 steps) and standard
 (TART's reasoning module: GPT-2 12/256/8, d = 16, 66 points, weight scale 10, batch 128,
 constant learning rate 1e-4, 20,001 steps, curriculum on dims 4 -> 16 (+4 every 1,000 steps)
 and points 18 -> 66 (+8 every 1,000 steps); their conf/probabilistic_logistic_regression.yaml).
