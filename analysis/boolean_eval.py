@@ -34,6 +34,9 @@ SUITE_DESCRIPTIONS = {
 # so the numbers) do not depend on batch_size.
 GENERATION_BLOCK = 256
 NUM_RESAMPLES = 1000
+# One colour per learner in every panel.
+COLORS = {'model': 'black', 'bayes': 'C0', 'elimination': 'C1', 'gf2_elimination': 'C1',
+          'nearest_neighbour': 'C2', 'averaging': 'C3', 'majority_label': 'C4'}
 
 
 def suite_task(task, suite: str):
@@ -159,7 +162,7 @@ def plot(result: dict, png_path: str, ax=None) -> None:
     curve = result['curves'][name]
     mean, lo, hi = _array(curve['mean']), _array(curve['lo']), _array(curve['hi'])
     is_model = name == 'model'
-    color = 'black' if is_model else f'C{index - 1}'
+    color = COLORS.get(name, f'C{index + 4}')
     ax.plot(x[:len(mean)], mean, color=color, lw=2.4 if is_model else 1.4, label=name,
             zorder=3 if is_model else 2)
     ax.fill_between(x[:len(mean)], lo, hi, color=color, alpha=0.2, lw=0)
@@ -170,7 +173,7 @@ def plot(result: dict, png_path: str, ax=None) -> None:
   ax.set_title(f'{result["function"]}: {result["suite"]} (n={result["n_dims"]}, '
                f'{result["num_prompts"]} prompts)', fontsize=9)
   ax.grid(alpha=0.3)
-  ax.legend(loc='lower right', fontsize=7)
+  ax.legend(loc='best', fontsize=7)
   if fig is not None:
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
@@ -206,13 +209,15 @@ def seed_curves(result: dict) -> Dict[str, Tuple[list, list]]:
 
 
 def combined_figure(results, png_path: str) -> None:
-  """One panel per result (e.g. one per function class), side by side."""
+  """One panel per result (e.g. one per function class), two per row."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
-  fig = Figure(figsize=(4.2 * len(results), 3.8))
+  columns = min(len(results), 2)
+  rows = math.ceil(len(results) / columns)
+  fig = Figure(figsize=(5.2 * columns, 3.8 * rows))
   FigureCanvasAgg(fig)
   for index, result in enumerate(results):
-    plot(result, '', ax=fig.add_subplot(1, len(results), index + 1))
+    plot(result, '', ax=fig.add_subplot(rows, columns, index + 1))
   fig.tight_layout()
   fig.savefig(png_path, dpi=110)
 

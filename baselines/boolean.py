@@ -24,9 +24,10 @@ carries `jittable` and `max_prompts` (when set, only the first max_prompts promp
   averaging         sign((sum_j y_j x_j) . x): the averaging estimator
   majority_label    the more frequent earlier label
 
-Measured cost on the shared 2-core CPU, 256 prompts x 40 positions, n = 10: every JAX baseline
-well under a second after compilation; gf2_elimination (Python bit operations) about 0.5 s;
-bayes about 5 s for the 59,049 conjunctions of n = 10 (capped at 256 prompts).
+Measured on the shared 2-core CPU (busy with other jobs), 256 prompts x 40 positions, n = 10:
+the JAX learners 0.5-1.5 s each including compilation; gf2_elimination (Python bit operations)
+0.04 s; bayes 16 s for the 59,049 conjunctions of n = 10 (so capped at 256 prompts), 2 s for
+the 45 parities of Parity-(10, 2).
 """
 from __future__ import annotations
 

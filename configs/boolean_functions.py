@@ -11,8 +11,9 @@ every number of in-context examples against the exact Bayes predictor (where the
 small enough to enumerate), elimination / GF(2) elimination, nearest neighbour, averaging and
 the majority label (baselines/boolean.py).
 
-Variants: tiny (3 layers / 64 wide / 2 heads, n = 10, 40 examples, 3,000 steps of batch 64:
-about 4 minutes on a 2-core CPU), small (6/128/4, n = 20, 50 examples) and standard (12/256/8,
+Variants: tiny (3 layers / 64 wide / 2 heads, n = 10, 40 examples, 3,000 steps of batch 64;
+the reported runs stopped at step 1,000, 44 minutes on the shared 2-core CPU while about 30
+other processes ran), small (6/128/4, n = 20, 50 examples) and standard (12/256/8,
 the paper's n = 28 and 70 examples; learning rate 1e-4 as the authors' code).
 """
 from configs.common import base_config, parse_variant
