@@ -10,7 +10,7 @@ the posterior mean of the mixture prior (PME), which it tracks more closely than
 class's own solver tracks it.
 
 Trains `configs/mixture_regression.py:tiny` (d = 8, weights 0.5 dense N(0, I_8) / 0.5
-2-sparse, noise 0.1, 16 points, 3 layers / 64 wide, 12,000 steps with a compressed curriculum;
+2-sparse, noise 0.1, 16 points, 3 layers / 64 wide, 6,000 steps with a dimension curriculum;
 Panwar et al. train Garg et al.'s 12-layer, 256-wide model at d = 20) as an ordinary run under
 OUT/mixture (a second call reuses it), then evaluates it on dense-only, sparse-only and
 mixed prompts beside: the exact mixture Bayes predictor (`bayes`, enumerating all C(8, 2) = 28
@@ -158,7 +158,7 @@ def _plot(result, path) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True)
-  parser.add_argument('--steps', type=int, default=0, help='0: the config\'s (12,000)')
+  parser.add_argument('--steps', type=int, default=0, help='0: the config\'s (6,000)')
   parser.add_argument('--num_prompts', type=int, default=1280)
   args = parser.parse_args(argv)
   from analysis.run_eval import write_json_atomic
