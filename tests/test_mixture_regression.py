@@ -111,7 +111,7 @@ def test_mixture_bayes_matches_brute_force_enumeration():
 def test_dense_only_bayes_is_ridge_and_get_baselines_registers_the_bayes_predictors():
   config = get_config('tiny')
   config.task.n_dims, config.task.n_points, config.task.sparsity = 4, 8, 2
-  config.task.noise_std, config.task.y_scale = 0.5, 2.0
+  config.task.noise_std, config.task.y_scale, config.task.curriculum = 0.5, 2.0, False
   baselines = get_baselines('mixture_regression', config)
   assert {'bayes', 'bayes_dense', 'bayes_sparse', 'ridge', 'lasso', 'least_squares'} <= set(baselines)
   rng = np.random.default_rng(1)
