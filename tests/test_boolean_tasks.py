@@ -22,10 +22,12 @@ def make_task(function, n_dims=5, n_points=12, **extra):
                            'n_dims': n_dims, 'n_points': n_points, **extra})
 
 
-def sample(task, seed, batch_size):
-  """A batch as numpy arrays (one compilation; eager sampling compiles every primitive)."""
-  batch = jax.jit(lambda key: task.sample(key, batch_size))(jax.random.key(seed))
-  return {k: np.asarray(v) for k, v in batch.items()}
+def sample_all(tasks, seed, batch_size):
+  """A batch of each task as numpy arrays, from one compiled call (compilations dominate the
+  cost of these tests; eager sampling would compile every primitive)."""
+  batches = jax.jit(lambda key: [t.sample(key, batch_size) for t in tasks])(
+      jax.random.key(seed))
+  return [{k: np.asarray(v) for k, v in batch.items()} for batch in batches]
 
 
 def definition(function, w, bias, x):
@@ -43,38 +45,37 @@ def definition(function, w, bias, x):
   return 1 if float(np.dot(w, x)) > bias else -1   # threshold, halfspace
 
 
-@pytest.mark.parametrize('function', FUNCTIONS)
-def test_sampler_shape_determinism_and_definition(function):
-  task = make_task(function)
-  draw = jax.jit(lambda key: task.sample_with_functions(key, 16))
-  batch, params = draw(jax.random.key(3))
-  again, _ = draw(jax.random.key(3))
-  other, _ = draw(jax.random.key(4))
-  assert batch['xs_BxNxD'].shape == (16, 12, 5) and batch['ys_BxN'].shape == (16, 12)
-  for key in batch:
-    np.testing.assert_array_equal(batch[key], again[key])
-  assert not np.array_equal(batch['xs_BxNxD'], other['xs_BxNxD'])
-  xs, ys = np.asarray(batch['xs_BxNxD']), np.asarray(batch['ys_BxN'])
-  assert set(np.unique(xs)) <= {-1.0, 1.0} and set(np.unique(ys)) <= {-1.0, 1.0}
-  w, bias = np.asarray(params['w_D']), np.asarray(params['bias'])
-  for b in range(16):
-    expected = [definition(function, w[b], bias[b], x) for x in xs[b]]
-    np.testing.assert_array_equal(ys[b], expected)
-  if function == 'sparse_parity':
-    np.testing.assert_array_equal((w != 0).sum(1), 2)
-  model_inputs = task.model_inputs(batch)
-  assert model_inputs.shape == (16, 24, 5)
-  np.testing.assert_array_equal(model_inputs[:, 0::2], xs)
-  np.testing.assert_array_equal(model_inputs[:, 1::2, 0], ys)
-  np.testing.assert_array_equal(model_inputs[:, 1::2, 1:], 0.0)
+def test_sampler_shape_determinism_and_definition():
+  tasks = [make_task(function) for function in FUNCTIONS]
+  draw = jax.jit(lambda key: [t.sample_with_functions(key, 16) for t in tasks])
+  drawn, again, other = draw(jax.random.key(3)), draw(jax.random.key(3)), draw(jax.random.key(4))
+  for function, task, (batch, params), (batch2, _), (batch3, _) in zip(
+      FUNCTIONS, tasks, drawn, again, other):
+    assert batch['xs_BxNxD'].shape == (16, 12, 5) and batch['ys_BxN'].shape == (16, 12)
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], batch2[key])
+    assert not np.array_equal(batch['xs_BxNxD'], batch3['xs_BxNxD'])
+    xs, ys = np.asarray(batch['xs_BxNxD']), np.asarray(batch['ys_BxN'])
+    assert set(np.unique(xs)) <= {-1.0, 1.0} and set(np.unique(ys)) <= {-1.0, 1.0}
+    w, bias = np.asarray(params['w_D']), np.asarray(params['bias'])
+    for b in range(16):
+      expected = [definition(function, w[b], bias[b], x) for x in xs[b]]
+      np.testing.assert_array_equal(ys[b], expected, err_msg=function)
+    if function == 'sparse_parity':
+      np.testing.assert_array_equal((w != 0).sum(1), 2)
+    model_inputs = np.asarray(task.model_inputs(batch))
+    assert model_inputs.shape == (16, 24, 5)
+    np.testing.assert_array_equal(model_inputs[:, 0::2], xs)
+    np.testing.assert_array_equal(model_inputs[:, 1::2, 0], ys)
+    np.testing.assert_array_equal(model_inputs[:, 1::2, 1:], 0.0)
 
 
 def test_planting_and_prior():
   """Planted points are positives of the conjunction / negatives of the disjunction; sampled
   functions follow the enumerated prior."""
-  for function, label in (('conjunction', 1.0), ('disjunction', -1.0)):
-    batch = sample(make_task(function, planted_fraction=1.0), 0, 64)
-    assert np.all(batch['ys_BxN'] == label)
+  planted = sample_all([make_task(f, planted_fraction=1.0)
+                        for f in ('conjunction', 'disjunction')], 0, 64)
+  assert np.all(planted[0]['ys_BxN'] == 1.0) and np.all(planted[1]['ys_BxN'] == -1.0)
   for function in ('threshold',):   # literals as conjunctions' and disjunctions', and a bias
     task = make_task(function, n_dims=2)
     params, log_prior = task.hypotheses()
@@ -103,7 +104,7 @@ def test_bad_config_is_one_line():
 
 def small_prompts(function, batch=24, n_dims=4, n_points=10, seed=0, **extra):
   task = make_task(function, n_dims=n_dims, n_points=n_points, **extra)
-  b = sample(task, seed, batch)
+  b, = sample_all([task], seed, batch)
   return task, b['xs_BxNxD'], b['ys_BxN']
 
 
@@ -125,8 +126,10 @@ def brute_elimination(function, xs, ys):
 
 
 def test_elimination_matches_brute_force_and_makes_no_false_positives():
-  for function in ('conjunction', 'disjunction'):
-    _, xs, ys = small_prompts(function, n_dims=5, n_points=16)
+  functions = ('conjunction', 'disjunction')
+  batches = sample_all([make_task(f, n_dims=5, n_points=16) for f in functions], 0, 24)
+  for function, batch in zip(functions, batches):
+    xs, ys = batch['xs_BxNxD'], batch['ys_BxN']
     preds = np.asarray(bb.elimination(function)(xs, ys))
     np.testing.assert_array_equal(preds, brute_elimination(function, xs, ys))
     # the kept hypothesis is the most specific consistent one: a conjunction's elimination
