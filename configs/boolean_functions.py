@@ -13,8 +13,9 @@ the majority label (baselines/boolean.py).
 
 Variants: tiny (3 layers / 64 wide / 2 heads, n = 10, 40 examples, 3,000 steps of batch 64;
 the reported runs were evaluated at step 1,500, reached in about 55 minutes on the shared
-2-core CPU while up to 30 other processes ran), small (6/128/4, n = 20, 50 examples) and standard (12/256/8,
-the paper's n = 28 and 70 examples; learning rate 1e-4 as the authors' code).
+2-core CPU while up to 30 other processes ran), small (6/128/4, n = 20, 50 examples) and
+standard (12/256/8, the paper's n = 28 and 70 examples; learning rate 1e-4 as the authors'
+code).
 """
 from configs.common import base_config, parse_variant
 
