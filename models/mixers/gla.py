@@ -121,22 +121,32 @@ class HeadGroupNorm(nnx.Module):
   """GroupNorm with one group per head, applied at each position separately.
 
   Each head's channels are normalised to zero mean and unit variance (statistics in float32),
-  then scaled and shifted per channel; the output is in the compute dtype.
+  then scaled and shifted per channel; the output is in the compute dtype. `rms=True` is the
+  RMSNorm variant (no mean subtracted, no shift).
   """
 
-  def __init__(self, num_heads: int, head_dim: int, *, dtype, param_dtype, eps: float = 1e-5):
+  def __init__(self, num_heads: int, head_dim: int, *, dtype, param_dtype, eps: float = 1e-5,
+               rms: bool = False):
     self.eps = eps
     self.dtype = dtype
+    self.rms = rms
     self.scale = nnx.Param(jnp.ones((num_heads, head_dim), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((num_heads, head_dim), param_dtype))
+    if not rms:
+      self.bias = nnx.Param(jnp.zeros((num_heads, head_dim), param_dtype))
 
   def __call__(self, x_XxHxV):
     x = x_XxHxV.astype(jnp.float32)
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-    y = y * self.scale[...] + self.bias[...]
+    if self.rms:
+      y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps) * self.scale[...]
+    else:
+      mean = x.mean(-1, keepdims=True)
+      var = jnp.square(x - mean).mean(-1, keepdims=True)
+      y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+      y = y * self.scale[...] + self.bias[...]
     return y.astype(self.dtype)
+
+
+OUTPUT_NORMS = ('groupnorm', 'rmsnorm', 'none')
 
 
 def _require_width(name, option, value, spec: MixerSpec) -> int:
@@ -160,6 +170,8 @@ class GatedLinearAttention(Mixer):
       'gate_low_rank_dim': 16,      # rank of W_a1 W_a2 (paper: 16)
       'gate_logit_normalizer': 16.0,  # tau in alpha = sigmoid(.)^(1/tau) (paper: 16)
       'chunk_size': 16,             # positions per chunk of the parallel form
+      'output_norm': 'groupnorm',   # per-head norm of o: groupnorm (paper: LayerNorm) | rmsnorm
+      'gate_bias_init': 0.0,        # initial bias b_a of the gate logits
   }
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
@@ -178,6 +190,12 @@ class GatedLinearAttention(Mixer):
     self.chunk_size = opts['chunk_size']
     require(isinstance(self.chunk_size, int) and self.chunk_size >= 1,
             f'model.mixer_options.{name}.chunk_size', self.chunk_size, 'must be an integer >= 1')
+    require(opts['output_norm'] in OUTPUT_NORMS, f'model.mixer_options.{name}.output_norm',
+            opts['output_norm'], f'one of {OUTPUT_NORMS}')
+    gate_bias = opts['gate_bias_init']
+    require(isinstance(gate_bias, (int, float)) and not isinstance(gate_bias, bool)
+            and math.isfinite(gate_bias), f'model.mixer_options.{name}.gate_bias_init',
+            gate_bias, 'must be a finite number')
     d, H = spec.d_model, spec.num_heads
     dk, dv = H * self.key_dim, H * self.value_dim
     common = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
@@ -185,10 +203,14 @@ class GatedLinearAttention(Mixer):
     self.k_proj = nnx.Linear(d, dk, use_bias=False, **common)
     self.v_proj = nnx.Linear(d, dv, use_bias=False, **common)
     self.gate_down = nnx.Linear(d, rank, use_bias=False, **common)
-    self.gate_up = nnx.Linear(rank, dk, use_bias=True, **common)
+    self.gate_up = nnx.Linear(rank, dk, use_bias=True,
+                              bias_init=nnx.initializers.constant(float(gate_bias)), **common)
     self.out_gate = nnx.Linear(d, dv, use_bias=True, **common)
     self.out = nnx.Linear(dv, d, use_bias=False, **common)
-    self.norm = HeadGroupNorm(H, self.value_dim, dtype=spec.dtype, param_dtype=spec.param_dtype)
+    self.output_norm = opts['output_norm']
+    if self.output_norm != 'none':
+      self.norm = HeadGroupNorm(H, self.value_dim, dtype=spec.dtype, param_dtype=spec.param_dtype,
+                                rms=self.output_norm == 'rmsnorm')
 
   def _inputs(self, x_XxD):
     """q, k (scaled by d_k^-1/2), v, log alpha (float32) and swish gate r, heads split."""
@@ -205,7 +227,7 @@ class GatedLinearAttention(Mixer):
     return q, k, v, log_alpha, r
 
   def _output(self, o_XxHxV, r_XxDv):
-    y = self.norm(o_XxHxV)
+    y = o_XxHxV if self.output_norm == 'none' else self.norm(o_XxHxV)
     y = y.reshape(y.shape[:-2] + (-1,)) * r_XxDv
     return self.out(y)
 
