@@ -127,7 +127,7 @@ def plot(results: Dict[str, Any], png_path: str, fraction: float = FRACTION) -> 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(8, 5))
-  colors = plt.get_cmap('tab20').colors
+  colors = plt.get_cmap('tab10').colors
   for i, (name, r) in enumerate(sorted(results.items())):
     color = colors[i % len(colors)]
     errors = np.asarray(r['errors'])
