@@ -233,7 +233,8 @@ def main(argv=None) -> int:
            f'{first.train.num_steps} steps of batch {first.train.batch_size}; '
            f'{args.num_prompts} fresh prompts (the expensive baselines on fewer; see JSON).', '']
   for task, result in curves.items():
-    lines += [f'#### {task} (trained in {timing[task]:.0f} s)', '',
+    took = f'trained in {timing[task]:.0f} s' if timing[task] >= 5 else 'run reused'
+    lines += [f'#### {task} ({took})', '',
               curves_table(result, ks), '', f'paper: {PAPER[task]}', '']
   if ood:
     ood_ks = [k for k in ks if k > 0]
