@@ -81,7 +81,7 @@ def test_objective_the_task_does_not_accept_fails_before_writing(tmp_path):
   with pytest.raises(ConfigError, match="task 'linear_regression' accepts regression_mse"):
     train(config, str(tmp_path / 'w'), devices=ONE, log=quiet)
   config.objective.name = 'bogus'
-  with pytest.raises(ConfigError, match='known objectives are classification_ce, next_token, preference, regression_mse'):
+  with pytest.raises(ConfigError, match='known objectives are classification_ce, logistic_bce, next_token, preference, regression_mse'):
     train(config, str(tmp_path / 'w'), devices=ONE, log=quiet)
   assert not os.path.exists(tmp_path / 'w')
 
