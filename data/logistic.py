@@ -24,11 +24,11 @@ from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from core import Batch, ConfigError, ModelIO, require
 from data.base import Task, register_task
+from data.regression import _is_int, _is_number, curriculum_state, validate_curriculum
 
 LABEL_MODELS = ('logistic', 'linear_classification')
 LABEL_VALUES = ('zero_one', 'plus_minus')
@@ -48,14 +48,6 @@ DEFAULTS = dict(
     points_inc=8,
     points_interval=1000,
 )
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def binary_accuracy(logits, targets):
@@ -112,18 +104,7 @@ class LogisticRegression(Task):
     flip = cfg['flip_prob']
     require(_is_number(flip) and 0 <= flip <= 0.5, 'task.flip_prob', flip,
             'a number in [0, 0.5]')
-    require(isinstance(cfg['curriculum'], (bool, np.bool_)), 'task.curriculum',
-            cfg['curriculum'], 'True or False')
-    if cfg['curriculum']:
-      for axis, end in (('dims', cfg['n_dims']), ('points', cfg['n_points'])):
-        start = cfg[f'{axis}_start']
-        require(_is_int(start) and 1 <= start <= end, f'task.{axis}_start', start,
-                f'an integer in [1, n_{axis}={end}]')
-        inc = cfg[f'{axis}_inc']
-        require(_is_int(inc) and inc >= 0, f'task.{axis}_inc', inc, 'an integer >= 0')
-        interval = cfg[f'{axis}_interval']
-        require(_is_int(interval) and interval >= 1, f'task.{axis}_interval', interval,
-                'an integer >= 1')
+    validate_curriculum(cfg)
 
   # ---- interface -----------------------------------------------------------------------
 
@@ -143,13 +124,7 @@ class LogisticRegression(Task):
 
   def curriculum_state(self, step: Any) -> Tuple[jax.Array, jax.Array]:
     """(effective dims, effective points) at `step` (traced int ok): TART's staircase."""
-    if not self.cfg['curriculum']:
-      return jnp.int32(self.n_dims), jnp.int32(self.n_points)
-    step = jnp.maximum(jnp.asarray(step, jnp.int32), 0)
-    c = self.cfg
-    dims = c['dims_start'] + c['dims_inc'] * (step // c['dims_interval'])
-    points = c['points_start'] + c['points_inc'] * (step // c['points_interval'])
-    return jnp.minimum(dims, self.n_dims), jnp.minimum(points, self.n_points)
+    return curriculum_state(self.cfg, self.n_dims, self.n_points, step)
 
   def class_probabilities(self, w_BxD: jax.Array, xs_BxNxD: jax.Array) -> jax.Array:
     """P(class 1 | x, w) for every point, label flips included (the Bayes oracle's belief)."""

@@ -87,6 +87,32 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def validate_curriculum(cfg) -> None:
+  """Checks Garg's curriculum keys (`curriculum`, `{dims,points}_{start,inc,interval}`)."""
+  require(isinstance(cfg['curriculum'], (bool, np.bool_)), 'task.curriculum',
+          cfg['curriculum'], 'True or False')
+  if cfg['curriculum']:
+    for axis, end in (('dims', cfg['n_dims']), ('points', cfg['n_points'])):
+      start = cfg[f'{axis}_start']
+      require(_is_int(start) and 1 <= start <= end, f'task.{axis}_start', start,
+              f'an integer in [1, n_{axis}={end}]')
+      inc = cfg[f'{axis}_inc']
+      require(_is_int(inc) and inc >= 0, f'task.{axis}_inc', inc, 'an integer >= 0')
+      interval = cfg[f'{axis}_interval']
+      require(_is_int(interval) and interval >= 1, f'task.{axis}_interval', interval,
+              'an integer >= 1')
+
+
+def curriculum_state(cfg, n_dims: int, n_points: int, step: Any) -> Tuple[jax.Array, jax.Array]:
+  """(effective dims, effective points) at `step` (traced int ok) of Garg's staircase."""
+  if not cfg['curriculum']:
+    return jnp.int32(n_dims), jnp.int32(n_points)
+  step = jnp.maximum(jnp.asarray(step, jnp.int32), 0)
+  dims = cfg['dims_start'] + cfg['dims_inc'] * (step // cfg['dims_interval'])
+  points = cfg['points_start'] + cfg['points_inc'] * (step // cfg['points_interval'])
+  return jnp.minimum(dims, n_dims), jnp.minimum(points, n_points)
+
+
 def _random_orthonormal_BxDxD(key: jax.Array, batch_size: int, n_dims: int) -> jax.Array:
   """Haar-distributed orthogonal matrices (QR of a Gaussian with the sign of diag(R) fixed)."""
   gauss_BxDxD = jax.random.normal(key, (batch_size, n_dims, n_dims))
@@ -156,18 +182,7 @@ class RegressionTask(Task):
     for key in ('x_scale', 'y_scale'):
       require(_is_number(cfg[key]) and math.isfinite(cfg[key]) and cfg[key] > 0, f'task.{key}',
               cfg[key], 'a finite number > 0')
-    require(isinstance(cfg['curriculum'], (bool, np.bool_)), 'task.curriculum',
-            cfg['curriculum'], 'True or False')
-    if cfg['curriculum']:
-      for axis, end in (('dims', cfg['n_dims']), ('points', cfg['n_points'])):
-        start = cfg[f'{axis}_start']
-        require(_is_int(start) and 1 <= start <= end, f'task.{axis}_start', start,
-                f'an integer in [1, n_{axis}={end}]')
-        inc = cfg[f'{axis}_inc']
-        require(_is_int(inc) and inc >= 0, f'task.{axis}_inc', inc, 'an integer >= 0')
-        interval = cfg[f'{axis}_interval']
-        require(_is_int(interval) and interval >= 1, f'task.{axis}_interval', interval,
-                'an integer >= 1')
+    validate_curriculum(cfg)
 
   def _validate(self, cfg: dict) -> None:
     """Per-class keys; overridden by subclasses that have any."""
@@ -205,13 +220,7 @@ class RegressionTask(Task):
 
   def curriculum_state(self, step: Any) -> Tuple[jax.Array, jax.Array]:
     """(effective dims, effective points) at `step` (traced int ok): Garg's staircase."""
-    if not self.cfg['curriculum']:
-      return jnp.int32(self.n_dims), jnp.int32(self.n_points)
-    step = jnp.maximum(jnp.asarray(step, jnp.int32), 0)
-    c = self.cfg
-    dims = c['dims_start'] + c['dims_inc'] * (step // c['dims_interval'])
-    points = c['points_start'] + c['points_inc'] * (step // c['points_interval'])
-    return jnp.minimum(dims, self.n_dims), jnp.minimum(points, self.n_points)
+    return curriculum_state(self.cfg, self.n_dims, self.n_points, step)
 
   def sample_functions(self, key: jax.Array, batch_size: int, fresh: bool = False) -> Params:
     """Parameters of `batch_size` functions (leading axis B): fresh (always with `fresh`), or
