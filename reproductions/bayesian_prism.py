@@ -39,7 +39,6 @@ TABLE_POSITIONS = (1, 2, 3, 4, 6, 8, 10, 15)
 def evaluate(run, config, num_prompts: int, seed: int) -> Dict[str, Any]:
   """Errors, distances and the class posterior on each prompt set, per position."""
   import jax
-  import jax.numpy as jnp
   from analysis.base import make_model_fns
   from analysis.stats import bootstrap_ci
   from baselines.regression import get_baselines
