@@ -1,8 +1,8 @@
-"""reproductions/garg.py and reproductions/regbench_transition.py: argument checks, the table
+"""reproductions/garg.py, regbench_transition.py and regbench_ranking.py: argument checks, the table
 positions, the tables' numbers and the transition detector (no training here)."""
 import pytest
 
-from reproductions import garg, regbench_transition
+from reproductions import garg, regbench_ranking, regbench_transition
 
 
 def _result(values_by_name, n=21, d=10):
@@ -76,3 +76,37 @@ def test_read_steps_orders_scored_steps(tmp_path):
   assert [r['step'] for r in rows] == [1000, 2000]
   assert rows[0]['slope'] == pytest.approx(0.0) and rows[1]['slope'] == pytest.approx(0.4)
   assert rows[1]['baselines'] == {'bigram': 0.6}
+
+
+def _write_member(run_dir, accuracies, lates, bigram=0.79):
+  import json
+  suite = run_dir / 'eval' / 'test'
+  suite.mkdir(parents=True)
+  for step, (accuracy, late) in enumerate(zip(accuracies, lates), 1):
+    by = [0.2, 0.5, 0.5, 0.5, 0.5, late, late]
+    metrics = {'model': {'accuracy': accuracy, 'tv': 1 - accuracy,
+                         'by_string': {'accuracy': by}},
+               'bigram': {'accuracy': bigram, 'tv': 0.3, 'by_string': {'accuracy': by}}}
+    (suite / f'step_{1000 * step}.json').write_text(json.dumps({'metrics': metrics}))
+
+
+def test_ranking_orders_members_by_final_accuracy_and_finds_each_transition(tmp_path, capsys):
+  # 'late' learns in context from step 3000 but ends below 'flat', which never does.
+  _write_member(tmp_path / 'late', [0.6, 0.6, 0.7, 0.75], [0.5, 0.5, 0.7, 0.8])
+  _write_member(tmp_path / 'flat', [0.7, 0.8, 0.8, 0.8], [0.5, 0.52, 0.5, 0.53])
+  (tmp_path / 'not_a_run').mkdir()
+  assert regbench_ranking.main(['--workdir', str(tmp_path)]) == 0
+  members = regbench_ranking.collect(str(tmp_path), 0.05)
+  assert [m['name'] for m in members] == ['flat', 'late']
+  assert [m['transition_step'] for m in members] == [None, 3000]
+  assert members[1]['slope'] == pytest.approx(0.3)
+  assert members[1]['strings_late'] == pytest.approx(0.8)
+  md = (tmp_path / 'regbench_ranking.md').read_text()
+  assert md.splitlines()[2].startswith('| 1 | flat |') and 'bigram 0.790' in md
+  assert (tmp_path / 'regbench_ranking.png').stat().st_size > 0
+
+
+def test_ranking_of_an_empty_workdir_is_a_one_line_error(tmp_path, capsys):
+  assert regbench_ranking.main(['--workdir', str(tmp_path)]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'no run under' in err[0]
