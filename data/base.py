@@ -58,6 +58,16 @@ class Task:
     raise NotImplementedError
 
 
+def merge_task_config(task_name: str, defaults: Dict[str, Any], config: Any) -> Dict[str, Any]:
+  """`config.task` laid over the task's defaults ('name' dropped); a key the task does not
+  have is refused with one line naming it and the keys it does have."""
+  given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  for key in given:
+    require(key in defaults or key == 'name', f'task.{key}', given[key],
+            f'not a key of task {task_name}; known: {", ".join(sorted(defaults))}')
+  return {**defaults, **{k: v for k, v in given.items() if k != 'name'}}
+
+
 TASKS = Registry('task', 'task.name')
 
 

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from core import Batch, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
+from data.regression import interleave_points
 
 Params = Dict[str, jax.Array]
 
@@ -85,11 +86,7 @@ class BooleanFunctions(Task):
 
   def __init__(self, config: Any):
     super().__init__(config)
-    given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    for key in given:
-      require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-              f'not a key of task {self.name!r}; known: {", ".join(sorted(DEFAULTS))}')
-    cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+    cfg = merge_task_config(self.name, DEFAULTS, config)
     require(cfg['function'] in FUNCTIONS, 'task.function', cfg['function'],
             f'one of {", ".join(FUNCTIONS)}')
     require(_is_int(cfg['n_dims']) and 1 <= cfg['n_dims'] <= 1024, 'task.n_dims',
@@ -178,10 +175,7 @@ class BooleanFunctions(Task):
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_Bx(2N)xD: x_0, [y_0, 0, .., 0], x_1, ... (the regression tasks' layout)."""
-    xs_BxNxD = batch['xs_BxNxD']
-    ys_BxNxD = jnp.zeros_like(xs_BxNxD).at[..., 0].set(batch['ys_BxN'])
-    batch_size, num_points, n_dims = xs_BxNxD.shape
-    return jnp.stack([xs_BxNxD, ys_BxNxD], axis=2).reshape(batch_size, 2 * num_points, n_dims)
+    return interleave_points(batch['xs_BxNxD'], batch['ys_BxN'])
 
   def predictions(self, outputs_BxTxO: jax.Array) -> jax.Array:
     """preds_BxN: the read-out at every x position; its sign is the predicted label."""

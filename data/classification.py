@@ -64,7 +64,7 @@ import numpy as np
 import optax
 
 from core import Batch, ConfigError, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 
 SPLITS = ('in_distribution', 'in_context', 'in_context_permuted', 'in_weights')
 OBJECTIVE = 'classification_ce'
@@ -97,11 +97,7 @@ def _is_number(value) -> bool:
 
 
 def merge_config(config: Any) -> Dict[str, Any]:
-  given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-  for key in given:
-    require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-            f'not a key of task bursty_classification; known: {", ".join(sorted(DEFAULTS))}')
-  cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+  cfg = merge_task_config('bursty_classification', DEFAULTS, config)
   for key in _INT_KEYS:
     require(_is_int(cfg[key]), f'task.{key}', cfg[key], 'an integer')
   for key in ('num_classes', 'num_labels', 'num_context', 'n_dims', 'burstiness'):

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import optax
 
 from core import Batch, ConfigError, ModelIO, require
-from data.base import Task, register_task
-from data.regression import _is_int, _is_number, curriculum_state, validate_curriculum
+from data.base import Task, merge_task_config, register_task
+from data.regression import (_is_int, _is_number, curriculum_state, interleave_points,
+                             validate_curriculum)
 
 LABEL_MODELS = ('logistic', 'linear_classification')
 LABEL_VALUES = ('zero_one', 'plus_minus')
@@ -76,11 +77,7 @@ class LogisticRegression(Task):
 
   def __init__(self, config: Any):
     super().__init__(config)
-    given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    for key in given:
-      require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-              f'not a key of task {self.name!r}; known: {", ".join(sorted(DEFAULTS))}')
-    cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+    cfg = merge_task_config(self.name, DEFAULTS, config)
     self._validate(cfg)
     self.cfg = cfg
     self.n_dims = int(cfg['n_dims'])
@@ -185,10 +182,7 @@ class LogisticRegression(Task):
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_Bx(2N)xD: x_0, [y_0, 0, .., 0], x_1, [y_1, 0, .., 0], ... (TART's layout)."""
-    xs_BxNxD = batch['xs_BxNxD']
-    ys_BxNxD = jnp.zeros_like(xs_BxNxD).at[..., 0].set(batch['ys_BxN'])
-    batch_size, num_points, n_dims = xs_BxNxD.shape
-    return jnp.stack([xs_BxNxD, ys_BxNxD], axis=2).reshape(batch_size, 2 * num_points, n_dims)
+    return interleave_points(batch['xs_BxNxD'], batch['ys_BxN'])
 
   def logits(self, outputs_BxTxO: jax.Array) -> jax.Array:
     """logits_BxN: read-out at every x position (log-odds of class 1 from x_i and pairs < i)."""

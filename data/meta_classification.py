@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from core import Batch, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 from data.classification import OBJECTIVE, interleave_items_and_labels
 
 SPLITS = ('in_distribution', 'in_context')
@@ -60,11 +60,7 @@ def _is_int(value) -> bool:
 
 
 def merge_config(config: Any) -> Dict[str, Any]:
-  given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-  for key in given:
-    require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-            f'not a key of task meta_classification; known: {", ".join(sorted(DEFAULTS))}')
-  cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+  cfg = merge_task_config('meta_classification', DEFAULTS, config)
   for key in ('num_tasks', 'pool_seed'):
     require(_is_int(cfg[key]) and 0 <= cfg[key] < UNSEEN_OFFSET, f'task.{key}', cfg[key],
             f'an integer in [0, {UNSEEN_OFFSET})')

@@ -52,7 +52,7 @@ import numpy as np
 
 from baselines import changepoint
 from core import Batch, ConfigError, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 
 SPLITS = ('in_distribution', 'stationary')
 DEFAULTS = dict(
@@ -89,11 +89,7 @@ class PiecewiseStationary(Task):
 
   def __init__(self, config: Any):
     super().__init__(config)
-    given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    for key in given:
-      require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-              f'not a key of task piecewise_stationary; known: {", ".join(sorted(DEFAULTS))}')
-    cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+    cfg = merge_task_config('piecewise_stationary', DEFAULTS, config)
     require(_is_int(cfg['alphabet_size']) and 2 <= cfg['alphabet_size'] <= 4096,
             'task.alphabet_size', cfg['alphabet_size'], 'an integer in [2, 4096]')
     require(_is_int(cfg['seq_len']) and 1 <= cfg['seq_len'] <= 65536, 'task.seq_len',

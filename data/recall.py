@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from core import Batch, ConfigError, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 
 PAD_ID = 0
 SPLITS = ('in_distribution', 'in_weights')
@@ -47,11 +47,7 @@ def _is_int(value) -> bool:
 
 
 def _merge(name: str, defaults: Dict[str, Any], config: Any) -> Dict[str, Any]:
-  given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-  for key in given:
-    require(key in defaults or key == 'name', f'task.{key}', given[key],
-            f'not a key of task {name}; known: {", ".join(sorted(defaults))}')
-  cfg = {**defaults, **{k: v for k, v in given.items() if k != 'name'}}
+  cfg = merge_task_config(name, defaults, config)
   for key, default in defaults.items():
     if _is_int(default):
       require(_is_int(cfg[key]) and cfg[key] >= 1, f'task.{key}', cfg[key], 'an integer >= 1')

@@ -52,7 +52,7 @@ import numpy as np
 
 from data import dfa as dfa_lib
 from core import Batch, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 
 PAD_ID = 0
 SYMBOL_OFFSET = 1
@@ -137,11 +137,7 @@ def merge_config(config: Any) -> Dict[str, Any]:
   """Defaults overlaid with `config` (ConfigDict or dict); unknown keys raise ConfigError.
   seq_len = 0 is resolved to `full_prompt_len` (so the frozen test set of seq_len=0 is that of
   the explicit length)."""
-  given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-  for key in given:
-    require(key in DEFAULTS or key == 'name', f'task.{key}', given[key],
-            f'not a key of task regbench; known: {", ".join(sorted(DEFAULTS))}')
-  cfg = {**DEFAULTS, **{k: v for k, v in given.items() if k != 'name'}}
+  cfg = merge_task_config('regbench', DEFAULTS, config)
   validate_config(cfg)
   if cfg['seq_len'] == 0:
     cfg['seq_len'] = full_prompt_len(cfg)

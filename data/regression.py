@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core import Batch, ConfigError, ModelIO, require
-from data.base import Task, register_task
+from data.base import Task, merge_task_config, register_task
 
 Params = Dict[str, jax.Array]
 
@@ -87,6 +87,14 @@ def _is_number(value) -> bool:
   return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def interleave_points(xs_BxNxD: jax.Array, ys_BxN: jax.Array) -> jax.Array:
+  """features_Bx(2N)xD: x_0, [y_0, 0, .., 0], x_1, [y_1, 0, .., 0], ... (Garg et al.'s prompt
+  layout, shared by every task whose prompts are (x, y) pairs with a scalar y)."""
+  ys_BxNxD = jnp.zeros_like(xs_BxNxD).at[..., 0].set(ys_BxN)
+  batch_size, num_points, n_dims = xs_BxNxD.shape
+  return jnp.stack([xs_BxNxD, ys_BxNxD], axis=2).reshape(batch_size, 2 * num_points, n_dims)
+
+
 def validate_curriculum(cfg) -> None:
   """Checks Garg's curriculum keys (`curriculum`, `{dims,points}_{start,inc,interval}`)."""
   require(isinstance(cfg['curriculum'], (bool, np.bool_)), 'task.curriculum',
@@ -142,12 +150,7 @@ class RegressionTask(Task):
 
   def __init__(self, config: Any):
     super().__init__(config)
-    given = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
-    defaults = self.default_config()
-    for key in given:
-      require(key in defaults or key == 'name', f'task.{key}', given[key],
-              f'not a key of task {self.name!r}; known: {", ".join(sorted(defaults))}')
-    cfg = {**defaults, **{k: v for k, v in given.items() if k != 'name'}}
+    cfg = merge_task_config(self.name, self.default_config(), config)
     self.cfg = cfg
     self._validate_common(cfg)
     self._validate(cfg)
@@ -279,10 +282,7 @@ class RegressionTask(Task):
 
   def model_inputs(self, batch: Batch) -> jax.Array:
     """features_Bx(2N)xD: x_0, [y_0, 0, .., 0], x_1, [y_1, 0, .., 0], ... (Garg's layout)."""
-    xs_BxNxD = batch['xs_BxNxD']
-    ys_BxNxD = jnp.zeros_like(xs_BxNxD).at[..., 0].set(batch['ys_BxN'])
-    batch_size, num_points, n_dims = xs_BxNxD.shape
-    return jnp.stack([xs_BxNxD, ys_BxNxD], axis=2).reshape(batch_size, 2 * num_points, n_dims)
+    return interleave_points(batch['xs_BxNxD'], batch['ys_BxN'])
 
   def predictions(self, outputs_BxTxO: jax.Array) -> jax.Array:
     """preds_BxN: read-out at every x position (the guess of y_i from x_i and pairs < i)."""
