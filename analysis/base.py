@@ -2,7 +2,27 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+import math
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+# Evaluation prompts are drawn in blocks of this size from fold_in(key(seed), block), so a
+# suite's prompts do not depend on eval.batch_size.
+GENERATION_BLOCK = 256
+
+
+def draw_in_blocks(sample_block: Callable[[Any], Dict[str, Any]], num_prompts: int,
+                   seed: int) -> Dict[str, np.ndarray]:
+  """The first num_prompts rows of sample_block(fold_in(key(seed), b)) for b = 0, 1, ...
+  (each call gives GENERATION_BLOCK rows), as numpy arrays: deterministic in seed alone."""
+  import jax
+  base_key = jax.random.key(seed)
+  blocks = []
+  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
+    batch = sample_block(jax.random.fold_in(base_key, block))
+    blocks.append({k: np.asarray(v) for k, v in batch.items()})
+  return {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
 
 
 @dataclasses.dataclass

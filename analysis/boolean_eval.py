@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.base import ModelFns
+from analysis.base import GENERATION_BLOCK, ModelFns, draw_in_blocks
 from core import ConfigError, require
 
 SUITES: Tuple[str, ...] = ('in_distribution', 'uniform_inputs')
@@ -30,10 +30,6 @@ SUITE_DESCRIPTIONS = {
     'in_distribution': 'training prompt distribution',
     'uniform_inputs': 'inputs uniform on {-1, 1}^n, nothing planted',
 }
-# Prompts are drawn in blocks of this size from fold_in(key(seed), block), so the prompts (and
-# so the numbers) do not depend on batch_size.
-GENERATION_BLOCK = 256
-NUM_RESAMPLES = 1000
 # One colour per learner in every panel.
 COLORS = {'model': 'black', 'bayes': 'C0', 'elimination': 'C1', 'gf2_elimination': 'C1',
           'nearest_neighbour': 'C2', 'averaging': 'C3', 'majority_label': 'C4'}
@@ -55,12 +51,7 @@ def _sampler(task):
 
 
 def draw_prompts(task, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
-  base_key = jax.random.key(seed)
-  blocks = []
-  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
-    batch = _sampler(task)(jax.random.fold_in(base_key, block))
-    blocks.append({k: np.asarray(v) for k, v in batch.items()})
-  return {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
+  return draw_in_blocks(_sampler(task), num_prompts, seed)
 
 
 def accuracy_scores(preds, ys) -> np.ndarray:
@@ -126,7 +117,7 @@ def run_suite(suite: str, model: ModelFns, task, config, *, num_prompts: int, se
     rows_per_call = batch_size if cap is None else min(batch_size, cap)
     correct_SxN = score_predictor(fn, prompts['xs_BxNxD'][:used], prompts['ys_BxN'][:used],
                                   rows_per_call)
-    mean, lo, hi = bootstrap_ci(correct_SxN, num_resamples=NUM_RESAMPLES, seed=0)
+    mean, lo, hi = bootstrap_ci(correct_SxN, num_resamples=1000, seed=0)
     curves[name] = {'mean': _finite_list(mean), 'lo': _finite_list(lo), 'hi': _finite_list(hi),
                     'num_prompts': int(used)}
   return {

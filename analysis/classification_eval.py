@@ -28,22 +28,17 @@ baseline_scores(batch) -> {name: accuracy_BxQ}, split_description(split).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Dict, Tuple
 
 import jax
 import numpy as np
 
-from analysis.base import ModelFns
-from analysis.stats import bootstrap_ci
+from analysis.base import GENERATION_BLOCK, ModelFns, draw_in_blocks
+from analysis.stats import ci_entry as _ci, scalar_ci_entry as _scalar_ci
 from core import ConfigError
 
 SUITES: Tuple[str, ...] = ('in_distribution', 'in_context', 'in_context_permuted',
                            'in_weights')
-# Prompts are drawn in blocks of this size from fold_in(key(seed), block), so a suite's prompts
-# do not depend on eval.batch_size (the model sees them in batches of that size).
-GENERATION_BLOCK = 256
-NUM_RESAMPLES = 1000
 
 
 @functools.lru_cache(maxsize=32)
@@ -63,22 +58,7 @@ def _scorer(task):
 
 def suite_prompts(task, split: str, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
   """`num_prompts` prompts of `split`, deterministic in `seed` (independent of batch sizes)."""
-  base_key = jax.random.key(seed)
-  blocks = []
-  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
-    batch = _sampler(task, split)(jax.random.fold_in(base_key, block))
-    blocks.append({k: np.asarray(v) for k, v in batch.items()})
-  return {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
-
-
-def _ci(values_SxN: np.ndarray, seed: int) -> Dict[str, list]:
-  mean, lo, hi = bootstrap_ci(values_SxN, num_resamples=NUM_RESAMPLES, seed=seed)
-  return {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
-
-
-def _scalar_ci(values_S: np.ndarray, seed: int) -> Dict[str, float]:
-  entry = _ci(np.asarray(values_S, np.float64)[:, None], seed)
-  return {k: float(v[0]) for k, v in entry.items()}
+  return draw_in_blocks(_sampler(task, split), num_prompts, seed)
 
 
 def _by_group(values_S: np.ndarray, group_S: np.ndarray, num_groups: int,

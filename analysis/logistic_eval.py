@@ -27,15 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.base import ModelFns
+from analysis.base import GENERATION_BLOCK, ModelFns, draw_in_blocks
+from analysis.stats import ci_entry as _ci
 from core import ConfigError, require
 
 SUITES: Tuple[str, ...] = ('in_distribution', 'label_noise')
 LABEL_NOISE = 0.1
-# Prompts are drawn in blocks of this size from fold_in(key(seed), block), so the prompts (and
-# so the numbers) do not depend on batch_size.
-GENERATION_BLOCK = 256
-NUM_RESAMPLES = 1000
 SUITE_DESCRIPTIONS = {
     'in_distribution': 'training prompt distribution',
     'label_noise': f'every label flipped with probability {LABEL_NOISE}',
@@ -56,18 +53,10 @@ def _sampler(task):
 
 def draw_prompts(task, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
   """num_prompts prompts (with their 'w_BxD') as numpy arrays, deterministic in seed."""
-  base_key = jax.random.key(seed)
-  blocks = []
-  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
-    batch, functions = _sampler(task)(jax.random.fold_in(base_key, block))
-    blocks.append({k: np.asarray(v) for k, v in {**batch, **functions}.items()})
-  return {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
-
-
-def _ci(values_SxN: np.ndarray) -> Dict[str, list]:
-  from analysis.stats import bootstrap_ci
-  mean, lo, hi = bootstrap_ci(values_SxN, num_resamples=NUM_RESAMPLES, seed=0)
-  return {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
+  def sample_block(key):
+    batch, functions = _sampler(task)(key)
+    return {**batch, **functions}
+  return draw_in_blocks(sample_block, num_prompts, seed)
 
 
 def predictors(model: ModelFns, task) -> Dict[str, Tuple[Callable, bool]]:

@@ -17,7 +17,6 @@ perplexity over all targets and per string index (analysis/language_metrics.py).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Dict, List, Tuple
 
 import jax
@@ -26,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from analysis import language_metrics
-from analysis.base import ModelFns
+from analysis.base import GENERATION_BLOCK, ModelFns, draw_in_blocks
 from baselines import ngram
 from core import ConfigError
 
@@ -35,9 +34,6 @@ SUITE_DESCRIPTIONS = {
     'test': 'frozen prompts of held-out automata',
     'train': 'fresh prompts of training automata',
 }
-# Train-suite prompts are drawn in blocks of this size from fold_in(key(seed), block), so they
-# do not depend on batch_size.
-GENERATION_BLOCK = 256
 # Baselines are O(B T^2) in memory; they run on sub-batches of at most this many prompts.
 BASELINE_ROWS = 16
 EVAL_DEFAULTS = dict(num_prefix_strings=5, num_generated_strings=5, temperature=1.0, top_k=0,
@@ -62,13 +58,8 @@ def _test_arrays(task, num_prompts: int) -> Dict[str, np.ndarray]:
 
 
 def _train_arrays(task, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
-  base_key = jax.random.key(seed)
   sample = jax.jit(task.sample, static_argnums=1)
-  blocks = []
-  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
-    batch = sample(jax.random.fold_in(base_key, block), GENERATION_BLOCK)
-    blocks.append({k: np.asarray(v) for k, v in batch.items()})
-  arrays = {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
+  arrays = draw_in_blocks(lambda key: sample(key, GENERATION_BLOCK), num_prompts, seed)
   pool = task.pool('train')
   arrays['tables_BxSxV'] = pool.tables_PxSxV[arrays['dfa_id_B']]
   arrays['num_states_B'] = pool.num_states_P[arrays['dfa_id_B']]

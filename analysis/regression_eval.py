@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from analysis.base import ModelFns
+from analysis.base import GENERATION_BLOCK, ModelFns, draw_in_blocks
 from core import ConfigError, require
 from data.regression import OOD_OPTIONS, OOD_SUITES, QUERY_SUITES
 
@@ -29,9 +28,6 @@ SUITES: Tuple[str, ...] = OOD_SUITES
 # pool's posterior mean, dMMSE, to ridge under the Gaussian prior as the pool grows; for a
 # mixture of classes, the mixture's Bayes predictor and each class's own, Panwar et al. 2024).
 DISTANCE_TO = ('dmmse', 'ridge', 'least_squares', 'bayes', 'bayes_dense', 'bayes_sparse')
-# Prompts are drawn in blocks of this size from fold_in(key(seed), block), so the prompts (and
-# so the numbers) do not depend on batch_size.
-GENERATION_BLOCK = 256
 SUITE_DESCRIPTIONS = {
     'in_distribution': 'training prompt distribution',
     'skewed_covariance': 'x ~ N(0, S), eigenvalues of S ∝ 1/i^2, trace d',
@@ -49,12 +45,8 @@ SUITE_DESCRIPTIONS = {
 
 def _draw_prompts(task, suite: str, num_prompts: int, seed: int) -> Dict[str, np.ndarray]:
   """num_prompts prompts of `suite` as numpy arrays with leading axis S."""
-  base_key = jax.random.key(seed)
-  blocks = []
-  for block in range(math.ceil(num_prompts / GENERATION_BLOCK)):
-    batch = task.sample_ood(jax.random.fold_in(base_key, block), GENERATION_BLOCK, suite)
-    blocks.append({k: np.asarray(v) for k, v in batch.items()})
-  return {k: np.concatenate([b[k] for b in blocks])[:num_prompts] for k in blocks[0]}
+  return draw_in_blocks(lambda key: task.sample_ood(key, GENERATION_BLOCK, suite), num_prompts,
+                        seed)
 
 
 def _row_chunks(prompts: Dict[str, np.ndarray], suite: str, num_positions: int,

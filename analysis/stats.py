@@ -1,7 +1,7 @@
 """Uncertainty of averaged evaluation metrics: percentile bootstrap over prompts."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -36,3 +36,15 @@ def bootstrap_ci(values_SxN, num_resamples: int = 1000, seed: int = 0,
   means_RxN = counts_RxS @ values / num_samples
   lo_N, hi_N = np.quantile(means_RxN, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=0)
   return values.mean(axis=0), lo_N, hi_N
+
+
+def ci_entry(values_SxN, seed: int = 0, num_resamples: int = 1000) -> Dict[str, list]:
+  """{'mean', 'lo', 'hi'}: bootstrap_ci of each column, as lists (the evaluators' JSON form)."""
+  mean, lo, hi = bootstrap_ci(values_SxN, num_resamples=num_resamples, seed=seed)
+  return {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
+
+
+def scalar_ci_entry(values_S, seed: int = 0, num_resamples: int = 1000) -> Dict[str, float]:
+  """{'mean', 'lo', 'hi'} of one metric over S samples, as floats."""
+  entry = ci_entry(np.asarray(values_S, np.float64)[:, None], seed, num_resamples)
+  return {k: float(v[0]) for k, v in entry.items()}

@@ -76,3 +76,34 @@ def test_single_sample_and_bad_input():
     bootstrap_ci(np.zeros((5, 2)), level=1.5)
   with pytest.raises(ValueError):
     bootstrap_ci(np.array([[np.nan]]))
+
+
+def test_draw_in_blocks_is_a_prefix_of_longer_draws_and_keyed_by_seed():
+  import jax
+  from analysis.base import GENERATION_BLOCK, draw_in_blocks
+
+  def sample_block(key):
+    return {'u_B': jax.random.uniform(key, (GENERATION_BLOCK,)),
+            'row_Bx2': jax.random.normal(key, (GENERATION_BLOCK, 2))}
+
+  long = draw_in_blocks(sample_block, GENERATION_BLOCK + 44, seed=3)
+  short = draw_in_blocks(sample_block, 100, seed=3)
+  assert long['u_B'].shape == (GENERATION_BLOCK + 44,) and long['row_Bx2'].shape[1] == 2
+  np.testing.assert_array_equal(long['u_B'][:100], short['u_B'])
+  second = np.asarray(jax.random.uniform(jax.random.fold_in(jax.random.key(3), 1),
+                                         (GENERATION_BLOCK,)))
+  np.testing.assert_array_equal(long['u_B'][GENERATION_BLOCK:], second[:44])
+  assert not np.allclose(draw_in_blocks(sample_block, 100, seed=4)['u_B'], short['u_B'])
+
+
+def test_ci_entries_are_the_bootstrap_interval_as_lists_and_floats():
+  from analysis.stats import ci_entry, scalar_ci_entry
+  values = np.random.default_rng(0).normal(size=(50, 3))
+  mean, lo, hi = bootstrap_ci(values, num_resamples=200, seed=7)
+  entry = ci_entry(values, seed=7, num_resamples=200)
+  np.testing.assert_allclose(entry['lo'], lo)
+  np.testing.assert_allclose(entry['hi'], hi)
+  assert entry['mean'] == mean.tolist()
+  scalar = scalar_ci_entry(values[:, 1], seed=7, num_resamples=200)
+  assert scalar == pytest.approx({k: entry[k][1] for k in ('mean', 'lo', 'hi')}, rel=1e-12)
+  assert all(isinstance(v, float) for v in scalar.values())
