@@ -6,7 +6,7 @@ from data.base import TASKS, ConfigError, ModelIO, Task, register_task  # noqa: 
 # Each module registers the tasks it defines.
 for _module in ('data.regression', 'data.regbench', 'data.classification', 'data.recall',
                 'data.meta_classification', 'data.boolean', 'data.logistic', 'data.piecewise',
-                'data.mixture_regression'):
+                'data.mixture_regression', 'data.paired_regression'):
   importlib.import_module(_module)
 
 

@@ -70,43 +70,8 @@ MODELS = {
 
 
 def paired_task_class():
-  """The paper's token layout for noisy linear regression (a task class, registered by
-  `main` for the duration of the study only)."""
-  import jax.numpy as jnp
-  from core import ModelIO, require
-  from data.regression import NoisyLinearRegression
-
-  class PairedLinearRegression(NoisyLinearRegression):
-    """y = w.x + noise; tokens [x_i, 0, 0] (query) then [x_i, y_i, 1] (example); the loss at
-    the last query only (`loss_at='last'`, the paper's objective) or at every query ('all')."""
-    name = TASK_NAME
-    extra_defaults = dict(noise_std=NOISE_STD, loss_at='last')
-
-    def _validate(self, cfg):
-      super()._validate(cfg)
-      require(cfg['loss_at'] in ('last', 'all'), 'task.loss_at', cfg['loss_at'],
-              "'last' (the query after all n_points - 1 examples) or 'all'")
-
-    def io(self):
-      return ModelIO(input_kind='vectors', input_dim=self.n_dims + 2, seq_len=2 * self.n_points,
-                     output_dim=1)
-
-    def sample_with_functions(self, key, batch_size, step=0):
-      batch, params = super().sample_with_functions(key, batch_size, step)
-      if self.cfg['loss_at'] == 'last':
-        last_N = (jnp.arange(self.n_points) == self.n_points - 1).astype(jnp.float32)
-        batch['point_mask_BxN'] = batch['point_mask_BxN'] * last_N
-      return batch, params
-
-    def model_inputs(self, batch):
-      xs_BxNxD, ys_BxN = batch['xs_BxNxD'], batch['ys_BxN']
-      batch_size, num_points, _ = xs_BxNxD.shape
-      zeros_BxNx1 = jnp.zeros((batch_size, num_points, 1), xs_BxNxD.dtype)
-      query_BxNxF = jnp.concatenate([xs_BxNxD, zeros_BxNx1, zeros_BxNx1], axis=-1)
-      example_BxNxF = jnp.concatenate([xs_BxNxD, ys_BxN[..., None], zeros_BxNx1 + 1.0], axis=-1)
-      return jnp.stack([query_BxNxF, example_BxNxF], axis=2).reshape(
-          batch_size, 2 * num_points, self.n_dims + 2)
-
+  """The paper's token layout for noisy linear regression (data/paired_regression.py)."""
+  from data.paired_regression import PairedLinearRegression
   return PairedLinearRegression
 
 
@@ -224,8 +189,7 @@ def main(argv=None) -> int:
   parser.add_argument('--architectures', default=','.join(ARCHITECTURES))
   args = parser.parse_args(argv)
   from analysis.run_eval import write_json_atomic
-  from analysis.stats import bootstrap_ci
-  from data.base import TASKS
+  from analysis.stats import ci_entry
   from training.loop import restore_run, seed_model, train
   os.makedirs(args.out, exist_ok=True)
   names = [m for m in args.models.split(',') if m]
@@ -241,29 +205,27 @@ def main(argv=None) -> int:
   result: Dict[str, Any] = {'train_examples': n_train, 'test_examples': 2 * n_train,
                             'n_dims': N_DIMS, 'noise_variance': NOISE_STD ** 2,
                             'steps': args.steps, 'num_prompts': args.num_prompts, 'models': {}}
-  with TASKS.temporary(TASK_NAME, cls, eval_family='regression', objectives=cls.objectives):
-    for architecture in architectures:
-      for name in names:
-        config = study_config(name, args)
-        start = time.time()
-        if architecture == 'block':
-          workdir = os.path.join(args.out, name)
-          train(config, workdir, log=lambda s: None)
-          model = seed_model(restore_run(workdir, log=lambda s: None), 0)
-        else:
-          model = train_bare(name, cls(config.task.to_dict()), args.steps, config.train.seed)
-        test_config = config.task.to_dict()
-        test_config['n_points'] = 2 * n_train + 1
-        test_task = cls(test_config)
-        errors = evaluate(jitted(model), test_task, args.num_prompts, seed=config.eval.seed)
-        entry = {'seconds': round(time.time() - start, 1)}
-        for key, values in errors.items():
-          mean, lo, hi = bootstrap_ci(values, num_resamples=1000, seed=0)
-          entry[key] = {'mean': mean.tolist(), 'lo': lo.tolist(), 'hi': hi.tolist()}
-        result['models'][f'{architecture}/{name}'] = entry
-        print(f'{architecture}/{name}: error at N={n_train} '
-              f'{entry["model"]["mean"][n_train]:.4f}, at 2N={2 * n_train} '
-              f'{entry["model"]["mean"][2 * n_train]:.4f} ({entry["seconds"]}s)')
+  for architecture in architectures:
+    for name in names:
+      config = study_config(name, args)
+      start = time.time()
+      if architecture == 'block':
+        workdir = os.path.join(args.out, name)
+        train(config, workdir, log=lambda s: None)
+        model = seed_model(restore_run(workdir, log=lambda s: None), 0)
+      else:
+        model = train_bare(name, cls(config.task.to_dict()), args.steps, config.train.seed)
+      test_config = config.task.to_dict()
+      test_config['n_points'] = 2 * n_train + 1
+      test_task = cls(test_config)
+      errors = evaluate(jitted(model), test_task, args.num_prompts, seed=config.eval.seed)
+      entry = {'seconds': round(time.time() - start, 1)}
+      for key, values in errors.items():
+        entry[key] = ci_entry(values)
+      result['models'][f'{architecture}/{name}'] = entry
+      print(f'{architecture}/{name}: error at N={n_train} '
+            f'{entry["model"]["mean"][n_train]:.4f}, at 2N={2 * n_train} '
+            f'{entry["model"]["mean"][2 * n_train]:.4f} ({entry["seconds"]}s)')
   table = _table(result)
   result['table'] = table
   write_json_atomic(os.path.join(args.out, 'length_generalisation.json'), result)
