@@ -6,10 +6,11 @@ r"""In-context learning of Boolean functions (Bhattamishra et al., ICLR 2024).
 
 `task.function` picks the class: conjunction | disjunction | sparse_parity | majority |
 threshold | halfspace (data/boolean.py). Labels are +-1 and the objective is squared error at
-every x position (the sign of the read-out is the prediction); `eval.py` reports accuracy at
-every number of in-context examples against the exact Bayes predictor (where the class is
-small enough to enumerate), elimination / GF(2) elimination, nearest neighbour, averaging and
-the majority label (baselines/boolean.py).
+every x position (the sign of the read-out is the prediction; `--config.objective.name=
+logistic_bce` trains the read-out as log-odds with binary cross-entropy instead); `eval.py`
+reports accuracy at every number of in-context examples against the exact Bayes predictor
+(where the class is small enough to enumerate), elimination / GF(2) elimination, nearest
+neighbour, averaging and the majority label (baselines/boolean.py).
 
 Variants: tiny (3 layers / 64 wide / 2 heads, n = 10, 40 examples, 3,000 steps of batch 64;
 the reported runs were evaluated at step 1,500, reached in about 55 minutes on the shared

@@ -77,7 +77,8 @@ class BooleanFunctions(Task):
   """Prompts of one Boolean function class; batch keys as the regression tasks'."""
   eval_family = 'boolean'
   default_objective = 'regression_mse'   # squared error on +-1 labels; the sign is the guess
-  objectives = ('regression_mse',)
+  # logistic_bce: the read-out as the log-odds of y = +1 (targets_BxN = (y + 1) / 2).
+  objectives = ('regression_mse', 'logistic_bce')
   icl_metric = 'accuracy'
 
   @classmethod
@@ -165,12 +166,15 @@ class BooleanFunctions(Task):
     params = jax.vmap(self.draw_function)(jax.random.split(k_fn, batch_size))
     xs_BxNxD = self.sample_xs(k_x, params, batch_size)
     ys_BxN = jax.vmap(self.labels)(params, xs_BxNxD)
-    batch = {'xs_BxNxD': xs_BxNxD.astype(jnp.float32), 'ys_BxN': ys_BxN.astype(jnp.float32),
+    ys_BxN = ys_BxN.astype(jnp.float32)
+    batch = {'xs_BxNxD': xs_BxNxD.astype(jnp.float32), 'ys_BxN': ys_BxN,
+             'targets_BxN': (ys_BxN + 1.0) / 2.0,
              'point_mask_BxN': jnp.ones((batch_size, self.n_points), jnp.float32)}
     return batch, params
 
   def sample(self, key: jax.Array, batch_size: int, step: Any = 0) -> Batch:
-    """{'xs_BxNxD', 'ys_BxN' (both +-1), 'point_mask_BxN'}: pure and jittable."""
+    """{'xs_BxNxD', 'ys_BxN' (both +-1), 'targets_BxN' (y in {0, 1}), 'point_mask_BxN'}:
+    pure and jittable."""
     return self.sample_with_functions(key, batch_size, step)[0]
 
   def model_inputs(self, batch: Batch) -> jax.Array:
@@ -180,6 +184,10 @@ class BooleanFunctions(Task):
   def predictions(self, outputs_BxTxO: jax.Array) -> jax.Array:
     """preds_BxN: the read-out at every x position; its sign is the predicted label."""
     return outputs_BxTxO[:, 0::2, 0]
+
+  def logits(self, outputs_BxTxO: jax.Array) -> jax.Array:
+    """logits_BxN: the same read-out, as the log-odds of y = +1 (objective logistic_bce)."""
+    return self.predictions(outputs_BxTxO)
 
   def position_metrics(self, outputs_BxTxO, batch: Batch) -> Dict[str, jax.Array]:
     """Accuracy and squared error at each number of in-context examples."""

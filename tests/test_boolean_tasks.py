@@ -250,3 +250,24 @@ def test_run_suite_plot_and_seed_curves(tmp_path):
   with pytest.raises(ConfigError):
     boolean_eval.run_suite('bogus', ModelFns(predict=oracle), task, None, num_prompts=4,
                            seed=0, batch_size=4)
+
+
+def test_logistic_objective_is_the_cross_entropy_of_the_read_out_as_log_odds():
+  from training.objectives import OBJECTIVES
+  task = make_task('majority', n_dims=4, n_points=6)
+  batch = sample_all([task], seed=3, batch_size=8)[0]
+  np.testing.assert_array_equal(batch['targets_BxN'], (batch['ys_BxN'] + 1) / 2)
+  logits_BxN = np.random.default_rng(0).normal(size=batch['ys_BxN'].shape)
+
+  def model(features):   # any fixed read-out: the logits placed at the x positions
+    out = jnp.zeros(features.shape[:2] + (1,))
+    return out.at[:, 0::2, 0].set(jnp.asarray(logits_BxN, jnp.float32))
+
+  loss = OBJECTIVES.get('logistic_bce')(None, task)
+  value, metrics = loss(model, None, {k: jnp.asarray(v) for k, v in batch.items()}, None)
+  p_BxN = 1 / (1 + np.exp(-logits_BxN))
+  y01 = batch['targets_BxN']
+  expected = -np.mean(y01 * np.log(p_BxN) + (1 - y01) * np.log(1 - p_BxN))
+  assert float(value) == pytest.approx(expected, rel=1e-5)
+  assert float(metrics['accuracy']) == pytest.approx(np.mean((logits_BxN > 0) == (y01 > 0.5)))
+  assert 'logistic_bce' in BooleanFunctions.objectives
