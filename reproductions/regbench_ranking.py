@@ -103,7 +103,9 @@ def table(members: List[Dict[str, Any]], rise: float) -> str:
   for rank, m in enumerate(members, 1):
     by_step = dict(zip(m['steps'], m['accuracy_by_step']))
     lines.append(
-        f'| {rank} | {m["name"]} | {m["param_count"] or "n/a"} | {m["last_step"]} | '
+        f'| {rank} | {m["name"]} | '
+        f'{"n/a" if m["param_count"] is None else format(m["param_count"], ",")} | '
+        f'{m["last_step"]:,} | '
         f'{_fmt(m["accuracy"])} | {_fmt(m["tv"])} | {_fmt(m["string_1"])} | '
         f'{_fmt(m["strings_late"])} | {_fmt(m["slope"])} | '
         f'{m["transition_step"] if m["transition_step"] is not None else "none"} | ' +
