@@ -1,8 +1,9 @@
-"""reproductions/garg.py, regbench_transition.py and regbench_ranking.py: argument checks, the table
+"""studies/garg.py, regbench_transition.py and regbench_ranking.py: argument checks, the table
 positions, the tables' numbers and the transition detector (no training here)."""
 import pytest
 
-from reproductions import garg, regbench_ranking, regbench_transition
+from reproductions import regbench_ranking, regbench_transition
+from studies import garg
 
 
 def _result(values_by_name, n=21, d=10):

@@ -2,8 +2,8 @@ r"""Garg et al. (2022), "What can transformers learn in-context? A case study of
 classes": the error-vs-examples curves of four function classes and the out-of-distribution
 table of linear regression, one command.
 
-    python -m reproductions.garg --out runs/repro/garg                     # reduced scale
-    python -m reproductions.garg --out runs/repro/garg_std --variant standard --steps 0
+    python -m studies.garg --out runs/repro/garg                     # reduced scale
+    python -m studies.garg --out runs/repro/garg_std --variant standard --steps 0
                                                    # the paper's settings (500k steps; GPU)
 
 For each of linear, sparse linear (3 non-zeros), decision-tree (depth 4) and 2-layer ReLU
@@ -58,7 +58,7 @@ PAPER_OOD = {   # the paper's Section 4 as we read it (its Figure 4 and appendix
 
 
 def parse_args(argv: Sequence[str]):
-  p = argparse.ArgumentParser(prog='python -m reproductions.garg', description=__doc__,
+  p = argparse.ArgumentParser(prog='python -m studies.garg', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', required=True, help='output directory (runs and results)')
   p.add_argument('--variant', default='tiny', choices=('tiny', 'small', 'standard'),
