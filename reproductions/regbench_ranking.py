@@ -9,7 +9,7 @@ Reads every run under --workdir (one directory per sweep member) that scored the
 suite during training (`eval/test/step_*.json`, written by `eval.train_suites=test`). For each
 member: accuracy (the greedy next token is legal under the automaton) and total variation at
 the last scored step, the in-context slope there (mean accuracy on strings >= 5 minus accuracy
-on string 1, as in reproductions/regbench_transition.py) and the transition step (the first
+on string 1, as in studies/regbench_transition.py) and the transition step (the first
 scored step from which the slope stays >= --rise). Members are ranked by final accuracy; the
 in-context n-gram baselines, scored on the same prompts, are listed with them.
 
@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from reproductions.regbench_transition import LATE_FROM, read_steps, transition_step
+from studies.regbench_transition import LATE_FROM, read_steps, transition_step
 
 # What the paper says of the ranking, in its words; it gives its accuracies as figures only.
 PAPER_CLAIMS = (

@@ -3,7 +3,7 @@ Algorithms"): when does a model start to learn the language in context? One comm
 long run with the frozen test suite scored every `--every` steps, then reads accuracy by string
 index at each of those steps.
 
-    python -m reproductions.regbench_transition --out runs/repro/regbench --mixer attention \
+    python -m studies.regbench_transition --out runs/repro/regbench --mixer attention \
         --steps 15000
 
 The run is `configs/regbench.py:tiny` with only `train.num_steps`, `model.mixer` (and its
@@ -33,7 +33,7 @@ LATE_FROM = 5     # strings >= this index count as "late" in the slope
 
 
 def parse_args(argv: Sequence[str]):
-  p = argparse.ArgumentParser(prog='python -m reproductions.regbench_transition',
+  p = argparse.ArgumentParser(prog='python -m studies.regbench_transition',
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', required=True, help='output directory')
