@@ -2,7 +2,7 @@
 positions, the tables' numbers and the transition detector (no training here)."""
 import pytest
 
-from reproductions import regbench_ranking
+from studies import regbench_ranking
 from studies import regbench_transition
 from studies import garg
 

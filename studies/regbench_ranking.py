@@ -3,7 +3,7 @@ Architectures and Algorithms") at a budget where the plain transformer has start
 in context, and the effect of an n-gram head.
 
     python sweep.py --sweep configs/sweeps/regbench_zoo_long.py --workdir runs/regbench_zoo_long
-    python -m reproductions.regbench_ranking --workdir runs/regbench_zoo_long
+    python -m studies.regbench_ranking --workdir runs/regbench_zoo_long
 
 Reads every run under --workdir (one directory per sweep member) that scored the frozen test
 suite during training (`eval/test/step_*.json`, written by `eval.train_suites=test`). For each
@@ -35,7 +35,7 @@ PAPER_CLAIMS = (
 
 
 def parse_args(argv: Sequence[str]):
-  p = argparse.ArgumentParser(prog='python -m reproductions.regbench_ranking',
+  p = argparse.ArgumentParser(prog='python -m studies.regbench_ranking',
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--workdir', required=True, help='the sweep work directory')
