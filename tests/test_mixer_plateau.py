@@ -1,4 +1,4 @@
-"""The plateau-exit detector of reproductions/mixer_plateau.py on planted curves, and the
+"""The plateau-exit detector of studies/mixer_plateau.py on planted curves, and the
 predict-zero reference against a direct computation."""
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from reproductions import mixer_plateau as mp
+from studies import mixer_plateau as mp
 
 
 def test_exit_is_first_step_below_the_threshold_that_stays_below():

@@ -1,13 +1,13 @@
 r"""The mixer zoo past its initial plateau: every mixer at matched size, several seeds, longer.
 
   python sweep.py --sweep configs/sweeps/mixer_zoo_long.py --workdir runs/mixer_zoo_long
-  python -m reproductions.mixer_plateau --workdir runs/mixer_zoo_long
+  python -m studies.mixer_plateau --workdir runs/mixer_zoo_long
 
 The members of configs/sweeps/mixer_zoo.py (d=8, 16 points, 3 layers at ~150k parameters,
 batch 64; the same position rule) trained for NUM_STEPS steps instead of 2,000, each with the
 seeds SEEDS trained together in one vmapped run, and the per-position error evaluated on 256
 fixed prompts every EVAL_EVERY steps (plus 12 log-spaced early steps) into metrics.jsonl, which
-reproductions/mixer_plateau.py reads for the step at which each seed leaves the plateau.
+studies/mixer_plateau.py reads for the step at which each seed leaves the plateau.
 """
 
 from models.zoo import position_for

@@ -3,7 +3,7 @@ low it gets (Lee et al. 2024, "Exploring the relationship between model architec
 in-context learning ability": every architecture learns in context, at different speeds).
 
     python sweep.py --sweep configs/sweeps/mixer_zoo_long.py --workdir runs/mixer_zoo_long
-    python -m reproductions.mixer_plateau --workdir runs/mixer_zoo_long
+    python -m studies.mixer_plateau --workdir runs/mixer_zoo_long
 
 Reads every run under --workdir (one directory per sweep group, several vmapped seeds each):
 the scheduled evaluations in metrics.jsonl (`eval/error_last`: the normalised squared error
@@ -149,7 +149,7 @@ def plot(results: Dict[str, Any], png_path: str, fraction: float = FRACTION) -> 
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(prog='python -m reproductions.mixer_plateau', description=__doc__,
+  p = argparse.ArgumentParser(prog='python -m studies.mixer_plateau', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--workdir', required=True, help='the sweep directory (one run per member)')
   p.add_argument('--out', default='', help='output directory (default: --workdir)')
