@@ -3,7 +3,7 @@ Learning through the Bayesian Prism"): dense and k-sparse linear weights, 0.5 / 
 
   python train.py --config configs/mixture_regression.py:tiny --workdir runs/mixture_tiny
   python eval.py --workdir runs/mixture_tiny        # model vs the exact Bayes predictor ('bayes')
-  python -m reproductions.bayesian_prism --out runs/repro/bayesian_prism
+  python -m studies.bayesian_prism --out runs/repro/bayesian_prism
 
 Variants: tiny (3 layers / 64 wide / 2 heads, d=8, k=2, 16 points, noise 0.1, 6,000 steps
 with a compressed dimension curriculum; a few minutes on a 2-core CPU), small (6/128/4, d=10, k=3, 21

@@ -2,7 +2,7 @@ r"""The Bayesian prism (Panwar, Ahuja and Goyal, ICLR 2024, "In-Context Learning
 Bayesian Prism"): a transformer trained on a mixture of dense and sparse linear regression
 follows the Bayes-optimal predictor of the mixture.
 
-    python -m reproductions.bayesian_prism --out runs/repro/bayesian_prism
+    python -m studies.bayesian_prism --out runs/repro/bayesian_prism
 
 The paper's claim (their DR + SR mixture): on sparse prompts the mixture-trained model behaves
 like the sparse-regression solver, on dense prompts like least squares, and in both cases like
