@@ -2,7 +2,7 @@ r"""Length generalisation of softmax against linear attention on in-context line
 (He, Pan, Chen and Yang 2025, "In-context linear regression demystified: training dynamics
 and mechanistic interpretability of multi-head softmax attention").
 
-    python -m reproductions.length_generalisation --out runs/repro/length_generalisation
+    python -m studies.length_generalisation --out runs/repro/length_generalisation
 
 The paper's claim: trained at one prompt length, multi-head softmax attention keeps working
 on longer prompts, while a linear transformer does not. Why (our reading of their analysis,
