@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from reproductions import von_oswald as vo
+from studies import von_oswald as vo
 
 SETTINGS = vo.Settings()
 

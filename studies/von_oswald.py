@@ -1,7 +1,7 @@
 r"""von Oswald et al. (2023), "Transformers learn in-context by gradient descent": trained
 linear self-attention (LSA) against gradient descent on the prompt, one command.
 
-    python -m reproductions.von_oswald --out runs/repro/von_oswald
+    python -m studies.von_oswald --out runs/repro/von_oswald
 
 The setting is the paper's (its released notebook `constructed_token_setup.ipynb`): d = 10
 inputs, w ~ N(0, I), y = w·x, N = 10 in-context examples; token e_j = (x_j, y_j) (input and
@@ -641,7 +641,7 @@ def plot(summary: Dict[str, Any], path: str) -> None:
 
 
 def parse_args(argv: Sequence[str]):
-  parser = argparse.ArgumentParser(prog='python -m reproductions.von_oswald',
+  parser = argparse.ArgumentParser(prog='python -m studies.von_oswald',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True, help='output directory')
   defaults = Settings()
