@@ -3,7 +3,7 @@ numpy reference learners against the JAX baselines of baselines/regression.py an
 import numpy as np
 import pytest
 
-from reproductions import akyurek as ak
+from studies import akyurek as ak
 
 BATCH, POINTS, DIMS, QUERIES = 6, 10, 4, 12
 

@@ -2,7 +2,7 @@ r"""Akyürek et al. (2022), "What learning algorithm is in-context learning? Inv
 linear models": which textbook learner does a trained in-context learner behave like, as depth,
 width and label noise vary, and can a linear probe read the weight vector from its layers?
 
-  python -m reproductions.akyurek --out runs/repro/akyurek
+  python -m studies.akyurek --out runs/repro/akyurek
 
 Trains a grid of transformers on noisy in-context linear regression (d = 8, 16 (x, y) pairs,
 y = w.x + N(0, s^2), w ~ N(0, I)): depth x width, each run two vmapped members with label
@@ -503,7 +503,7 @@ def _int_list(text: str) -> List[int]:
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(prog='python -m reproductions.akyurek',
+  parser = argparse.ArgumentParser(prog='python -m studies.akyurek',
                                    description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', required=True, help='directory (runs and results inside)')
   parser.add_argument('--depths', type=_int_list, default=list(DEPTHS))
