@@ -1,1 +1,3 @@
-"""Self-contained studies: small exact experiments run as `python -m studies.<name>`."""
+"""Studies and reproductions of the seed papers' claims, one module each, run as
+`python -m studies.<name> --out DIR` (or `--workdir DIR` for those that read a finished sweep),
+each writing JSON, a Markdown table and a PNG."""
