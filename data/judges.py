@@ -216,6 +216,37 @@ def accepts_batch(tables, start_state_B, tokens_BxL, vocab_size: int, *, start_p
                   tables, start_state_B, tokens_BxL, start_position_B, **kwargs)
 
 
+def valid_prefix_symbols(table_SxV, start_state, tokens_L, vocab_size: int) -> jax.Array:
+  """int32: symbols of the completion (before its first separator) read before the first
+  undefined transition or non-symbol token, i.e. the length of its longest prefix in the
+  language."""
+  run = run_automaton(table_SxV, start_state, tokens_L, vocab_size)
+  tokens_L = jnp.asarray(tokens_L)
+  is_sym = (tokens_L >= SYMBOL_OFFSET) & (tokens_L <= vocab_size)
+  alive = run.states_L >= 0
+  return jnp.sum(run.in_completion_L & is_sym & alive).astype(jnp.int32)
+
+
+def graded_validity(table_SxV, start_state, tokens_L, vocab_size: int, *,
+                    min_string_len: int, max_string_len: int) -> jax.Array:
+  """float32 in [0, 1]: 1 for a finished string of the language with min_string_len ..
+  max_string_len symbols; otherwise min(p, m) / (m + 1) with p its valid prefix's symbols and
+  m = min_string_len. Only whole strings of at least m symbols reach 1; a shorter or broken
+  one scores by how far it got, so the empty string scores 0 and one symbol 1 / (m + 1)."""
+  whole = accepts(table_SxV, start_state, tokens_L, vocab_size,
+                  min_string_len=min_string_len, max_string_len=max_string_len)
+  prefix = valid_prefix_symbols(table_SxV, start_state, tokens_L, vocab_size)
+  partial = jnp.minimum(prefix, min_string_len).astype(jnp.float32) / (min_string_len + 1.0)
+  return jnp.where(whole, 1.0, partial).astype(jnp.float32)
+
+
+def graded_validity_batch(tables, start_state_B, tokens_BxL, vocab_size: int, **kwargs):
+  """`graded_validity` over B completions: float32[B]."""
+  return _batched(lambda t, s, x, start_position, **kw: graded_validity(t, s, x, vocab_size,
+                                                                          **kw),
+                  tables, start_state_B, tokens_BxL, 0, **kwargs)
+
+
 def automaton_log_likelihood(table_SxV, start_state, tokens_L, vocab_size: int, *,
                              start_position=0, predict_separator: bool = False,
                              min_string_len: Optional[int] = None,

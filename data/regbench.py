@@ -170,7 +170,7 @@ class RegBenchTask(Task):
   """Random regular languages in context; see the module docstring for the batch layout."""
   eval_family = 'regbench'
   default_objective = 'next_token'
-  objectives = ('next_token', 'preference')
+  objectives = ('next_token', 'preference', 'sft')
   icl_metric = 'loss'
 
   @classmethod
@@ -245,13 +245,28 @@ class RegBenchTask(Task):
 
   # ---- preference fine-tuning: prompts, completions and the automaton as judge -----------
 
-  PREFERENCE_JUDGES = ('accept', 'likelihood', 'length')
+  # 'valid' (the default), 'whole' and 'likelihood' score the whole new string and need at
+  # least objective.min_completion_len symbols to reach their best score, so the judge cannot
+  # be won by length: the empty string scores lowest, one symbol next. 'valid' is graded (a
+  # broken or short string scores by its valid prefix, see data/judges.py graded_validity):
+  # the tiny reference writes a whole valid string of >= 6 symbols 1% of the time, too rarely
+  # for a binary judge to give pairs. 'accept' (any string of the task's lengths; REGBENCH
+  # languages are prefix closed, so short strings are accepted most often) and 'length' (the
+  # number of symbols) are kept for studies of reward hacking.
+  PREFERENCE_JUDGES = ('valid', 'whole', 'likelihood', 'accept', 'length')
   LIKELIHOOD_FLOOR = -100.0   # the 'likelihood' reward of a rejected completion (log p = -inf)
 
   def default_completion_len(self) -> int:
     return int(self.cfg['max_string_len']) + 1
 
-  def _prefix_width(self, cfg) -> int:
+  def default_min_completion_len(self) -> int:
+    """Half the longest string (6 symbols of at most 12 at tiny scale)."""
+    return max(int(self.cfg['max_string_len']) // 2, int(self.cfg['min_string_len']))
+
+  def min_completion_len(self, cfg) -> int:
+    return int(cfg.get('min_completion_len', 0) or self.default_min_completion_len())
+
+  def prefix_width(self, cfg) -> int:
     return int(cfg['prefix_strings']) * (int(self.cfg['max_string_len']) + 1)
 
   def check_preference_config(self, cfg) -> None:
@@ -265,7 +280,18 @@ class RegBenchTask(Task):
     completion = cfg['completion_len'] or self.default_completion_len()
     require(isinstance(completion, int) and completion >= 1, 'objective.completion_len',
             cfg['completion_len'], 'an integer >= 1 (0: max_string_len + 1)')
-    width = self._prefix_width(cfg) + completion
+    lo, hi = int(self.cfg['min_string_len']), int(self.cfg['max_string_len'])
+    min_len = cfg.get('min_completion_len', 0)
+    require(isinstance(min_len, int) and (min_len == 0 or lo <= min_len <= hi),
+            'objective.min_completion_len', min_len,
+            f'an integer in [task.min_string_len = {lo}, task.max_string_len = {hi}] '
+            f'(0: {self.default_min_completion_len()})')
+    if cfg['judge'] in ('valid', 'whole', 'likelihood'):
+      need = self.min_completion_len(cfg) + 1
+      require(completion >= need, 'objective.completion_len', completion,
+              f'the {cfg["judge"]!r} judge needs strings of at least '
+              f'{self.min_completion_len(cfg)} symbols and a separator: >= {need}')
+    width = self.prefix_width(cfg) + completion
     require(width <= self.seq_len, 'objective.prefix_strings', k,
             f'{k} strings of up to {self.cfg["max_string_len"]} symbols plus a completion of '
             f'{completion} tokens need {width} positions; the task has {self.seq_len}')
@@ -273,7 +299,7 @@ class RegBenchTask(Task):
   def preference_prompts(self, batch: Batch, cfg) -> Batch:
     """The first `prefix_strings` strings of each prompt (separators included), left-aligned
     in a fixed width; the completion is a new string of the same language."""
-    width = self._prefix_width(cfg)
+    width = self.prefix_width(cfg)
     index_BxW = batch['string_index_BxT'][:, :width]
     keep_BxW = (index_BxW >= 0) & (index_BxW < cfg['prefix_strings'])
     return {'tokens_BxW': jnp.where(keep_BxW, batch['tokens_BxT'][:, :width], PAD_ID),
@@ -297,14 +323,28 @@ class RegBenchTask(Task):
 
   def judge(self, prompts: Batch, tokens_BxC, mask_BxC, cfg) -> jax.Array:
     """Exact reward of each completion under the prompt's automaton (data/judges.py):
-    'accept' 1/0, 'likelihood' its log-probability (LIKELIHOOD_FLOOR if rejected), 'length' its
-    number of symbols (unfinished completions lowest)."""
+    'whole' 1 for a finished string of the language with min_completion_len to
+    max_string_len symbols, else 0; 'valid' the same 1, else its valid prefix's symbols (at
+    most m = min_completion_len) / (m + 1); 'likelihood' its log-probability under the generative
+    model if it has at least min_completion_len symbols (LIKELIHOOD_FLOOR otherwise, and if
+    rejected); 'accept' 1/0 for any string of the task's lengths; 'length' its number of
+    symbols (unfinished completions lowest)."""
     from data import judges
     del mask_BxC
     tables = self.device_pool('train')['tables_PxSxV'][prompts['dfa_id_B']].astype(jnp.int32)
     start_B = jnp.zeros_like(prompts['dfa_id_B'])
     bounds = dict(min_string_len=int(self.cfg['min_string_len']),
                   max_string_len=int(self.cfg['max_string_len']))
+    long_enough_B = self.completion_length(tokens_BxC) >= self.min_completion_len(cfg)
+    if cfg['judge'] == 'valid':
+      return judges.graded_validity_batch(
+          tables, start_B, tokens_BxC, self.vocab_size,
+          min_string_len=self.min_completion_len(cfg),
+          max_string_len=int(self.cfg['max_string_len']))
+    if cfg['judge'] == 'whole':
+      return judges.acceptance_reward(judges.accepts_batch(
+          tables, start_B, tokens_BxC, self.vocab_size,
+          **dict(bounds, min_string_len=self.min_completion_len(cfg))))
     if cfg['judge'] == 'accept':
       return judges.acceptance_reward(judges.accepts_batch(
           tables, start_B, tokens_BxC, self.vocab_size, **bounds))
@@ -312,8 +352,23 @@ class RegBenchTask(Task):
       log_p = judges.automaton_log_likelihood_batch(
           tables, start_B, tokens_BxC, self.vocab_size,
           predict_separator=self.predict_separator, **bounds)
-      return jnp.where(jnp.isfinite(log_p), log_p, self.LIKELIHOOD_FLOOR)
+      return jnp.where(jnp.isfinite(log_p) & long_enough_B, log_p, self.LIKELIHOOD_FLOOR)
     return judges.length_reward(tokens_BxC, self.separator_id)
+
+  def judge_accepts(self, rewards_B, cfg) -> jax.Array:
+    """bool[B]: the completions the judge accepts (filtered SFT trains on these): reward 1
+    for 'valid' / 'whole' / 'accept', above the floor for 'likelihood', finished for
+    'length'."""
+    if cfg['judge'] in ('valid', 'whole', 'accept'):
+      return rewards_B >= 1.0
+    if cfg['judge'] == 'likelihood':
+      return rewards_B > self.LIKELIHOOD_FLOOR
+    return rewards_B >= 0
+
+  def completion_length(self, tokens_BxC) -> jax.Array:
+    """int32[B]: symbols of each completion before its first separator."""
+    from data import judges
+    return judges.num_symbols(tokens_BxC, self.separator_id)
 
   def preference_labels(self, key, rewards_2xB, tokens_2xBxC, masks_2xBxC, cfg):
     """(first_wins_B, valid_B): Bradley-Terry labels (exact at bt_temperature 0); identical

@@ -192,6 +192,7 @@ def run_group(group: Group, sweep, workdir: str, *, overwrite: bool, num_prompts
       result = {'first_eval': pick(evals[0]) if evals else {}, 'first_step': evals[0]['step']
                 if evals else None, 'last_eval': pick(evals[-1]) if evals else {},
                 'last_step': evals[-1]['step'] if evals else None,
+                'evals': [{'step': row['step'], **pick(row)} for row in evals],
                 'objective': config.objective.to_dict()}
     entry = members.setdefault(unit.member, {
         'task': config.task.name, 'mixer': config.model.mixer, 'd_model': config.model.d_model,
