@@ -402,3 +402,51 @@ def test_nash_md_converges_while_bradley_terry_does_not():
   # does not settle either.
   _, free = bandit.nash_md(start, mu, pref, 0.1, 0.0, steps)
   assert np.abs(np.asarray(free) - nash).sum(-1)[-100:].min() > 0.2
+
+
+def _graded_by_hand(table, tokens, m, hi):
+  """Plain Python: walk the automaton from state 0; 1 for a finished string of m..hi symbols
+  with every edge defined, else min(valid prefix symbols, m) / (m + 1)."""
+  state, prefix, broken = 0, 0, False
+  for t in tokens:
+    if t == SEP:
+      whole = not broken and m <= prefix <= hi
+      return 1.0 if whole else min(prefix, m) / (m + 1)
+    if broken or not 1 <= t <= V or table[state, t - 1] < 0:
+      broken = True
+      continue
+    state = table[state, t - 1]
+    prefix += 1
+  return min(prefix, m) / (m + 1)    # unfinished
+
+
+@pytest.mark.parametrize('table', [TABLE, FULL])
+def test_default_judge_ranks_degenerate_completions_lowest(table):
+  """Every completion of up to 5 tokens (symbols, separator, one <pad>): the graded validity
+  judge equals a hand walk; its best score 1 is reached only by whole valid strings of at
+  least m symbols; the empty string scores the least of all, and a one-symbol string less
+  than any completion with a longer valid prefix. The prefix-accepting judge, by contrast,
+  gives the one-symbol string its best score."""
+  m, hi, length = 3, 4, 5
+  alphabet = list(range(0, SEP + 1))
+  comps = np.array(list(itertools.product(alphabet, repeat=length)), np.int32)
+  got = np.asarray(judges.graded_validity_batch(jnp.asarray(table), 0, jnp.asarray(comps), V,
+                                                min_string_len=m, max_string_len=hi))
+  want = np.array([_graded_by_hand(table, c, m, hi) for c in comps])
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  prefix = np.asarray(jax.vmap(lambda c: judges.valid_prefix_symbols(table, 0, c, V))(
+      jnp.asarray(comps)))
+  accepted = np.asarray(judges.accepts_batch(jnp.asarray(table), 0, jnp.asarray(comps), V,
+                                             min_string_len=m, max_string_len=hi))
+  assert np.any(accepted)
+  np.testing.assert_array_equal(got == 1.0, accepted)
+  symbols = np.asarray(judges.num_symbols(jnp.asarray(comps), SEP))
+  assert np.all(symbols[got == 1.0] >= m)
+  empty = comps[:, 0] == SEP
+  assert got[empty].max() == got.min() == 0.0
+  one = (symbols == 1) & (comps[:, 1] == SEP) & (prefix == 1)
+  assert np.any(one)
+  assert got[one].max() < got[prefix >= 2].min()
+  loose = np.asarray(judges.accepts_batch(jnp.asarray(table), 0, jnp.asarray(comps), V,
+                                          min_string_len=1, max_string_len=hi))
+  assert np.all(loose[one])           # the 'accept' judge is won by one symbol
