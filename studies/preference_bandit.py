@@ -59,6 +59,10 @@ from training.preference_losses import LOSS_TYPES, REFERENCE_FREE, masked_mean, 
 
 REWARDS = {'far': bandit.FAR_CENTER, 'near': bandit.NEAR_CENTER}
 MODES = ('offline', 'on_policy')
+# Best-of-2 filtered SFT: maximum likelihood of the chosen response of each pair, no
+# negative gradient on the rejected one (Tajwar et al.'s "Pref-FT" without the contrast).
+SFT = 'sft'
+KL_BUDGETS = (0.5, 2.0)
 
 
 class Pairs(NamedTuple):
@@ -121,13 +125,15 @@ def make_run(mode: str, loss_type: str, *, steps: int, batch: int, num_pairs: in
              lr: float, temperature: float, num_tokens: int, vocab_size: int):
   """A jitted fn(keys[S], tables[R, V]) -> per-step metrics [R, S, steps + 1, ...] (step 0 =
   the reference), for R rewards and S seeds."""
-  if loss_type in REFERENCE_FREE:
+  if loss_type != SFT and loss_type in REFERENCE_FREE:
     raise ValueError(f'{loss_type} is reference-free and length-normalised; use one of '
                      f'{", ".join(t for t in LOSS_TYPES if t not in REFERENCE_FREE)}')
   ref = bandit.reference_logits(vocab_size, num_tokens)          # [L, V]
   opt = optax.adam(lr)
 
   def loss_fn(logits, pairs):
+    if loss_type == SFT:       # filtered (best-of-2) SFT: the chosen response's likelihood only
+      return masked_mean(-bandit.log_prob(pairs.chosen, logits), pairs.valid)
     out = preference_loss(
         loss_type, bandit.log_prob(pairs.chosen, logits), bandit.log_prob(pairs.rejected, logits),
         bandit.log_prob(pairs.chosen, ref), bandit.log_prob(pairs.rejected, ref), beta=beta,
@@ -231,6 +237,7 @@ def run_study(args) -> dict:
           'loss': np.asarray(out['loss'][i]).tolist(),
           'pair_digest': np.asarray(out['pair_digest'][i]).tolist(),
           'policy_probs': probs[:, recorded].mean(0).tolist(),   # [records, V], seed mean
+          'at_kl_budget': reward_at_kl_budgets(er, kl),
           'final': {'expected_reward_mean': float(er[:, -1].mean()),
                     'expected_reward_std': float(er[:, -1].std()),
                     'kl_mean': float(kl[:, -1].mean()), 'kl_std': float(kl[:, -1].std()),
@@ -240,12 +247,27 @@ def run_study(args) -> dict:
   return result
 
 
+def reward_at_kl_budgets(er_SxT, kl_SxT) -> dict:
+  """Per KL budget b: the best expected reward over the steps whose KL(pi || ref) <= b (the
+  seed mean of each seed's best), and the first step reaching it within 0.01 (seed mean):
+  which objective gets further, and sooner, for the same divergence from the reference."""
+  out = {}
+  for budget in KL_BUDGETS:
+    inside = kl_SxT <= budget
+    best = np.where(inside, er_SxT, -np.inf).max(-1)
+    first = [int(np.argmax(inside[i] & (er_SxT[i] >= best[i] - 0.01)))
+             for i in range(er_SxT.shape[0])]
+    out[f'{budget:g}'] = {'expected_reward': float(best.mean()), 'step': float(np.mean(first))}
+  return out
+
+
 def table_markdown(result: dict) -> str:
   s = result['settings']
   lines = [f'| reward (center; pi_ref E[r]) | loss | mode (offline pairs) | final E[r] | '
            f'KL(pi‖ref) | mass ±10 of center | DPO target pi* (T={s["temperature"]:g}, '
-           f'beta={s["beta"]:g}): E[r] | KL of pi* |',
-           '|---|---|---|---|---|---|---|---|']
+           f'beta={s["beta"]:g}): E[r] | KL of pi* | '
+           + ' | '.join(f'best E[r] at KL <= {b:g} (step)' for b in KL_BUDGETS) + ' |',
+           '|---|---|---|---|---|---|---|---|' + '---|' * len(KL_BUDGETS)]
   for run in result['runs']:
     f = run['final']
     opt = result['rewards'][run['reward']]['optimum']
@@ -256,7 +278,10 @@ def table_markdown(result: dict) -> str:
         f'{mode} | '
         f'{f["expected_reward_mean"]:.3f} ± {f["expected_reward_std"]:.3f} | '
         f'{f["kl_mean"]:.2f} ± {f["kl_std"]:.2f} | {f["mass_within_10_of_center"]:.3f} | '
-        f'{opt["expected_reward"]:.3f} | {opt["kl"]:.2f} |')
+        f'{opt["expected_reward"]:.3f} | {opt["kl"]:.2f} | '
+        + ' | '.join(f'{run["at_kl_budget"][f"{b:g}"]["expected_reward"]:.3f} '
+                     f'({run["at_kl_budget"][f"{b:g}"]["step"]:.0f})' for b in KL_BUDGETS)
+        + ' |')
   return '\n'.join(lines)
 
 
@@ -347,8 +372,9 @@ def parse_args(argv=None):
   p.add_argument('--lr', type=float, default=0.05)
   p.add_argument('--temperature', type=float, default=0.1,
                  help='Bradley-Terry label temperature on the [0, 1] reward (0: hard labels)')
-  p.add_argument('--loss_type', default='sigmoid,ipo',
-                 help='comma-separated preference losses (the first is drawn in the grid)')
+  p.add_argument('--loss_type', default='sigmoid,ipo,sft',
+                 help='comma-separated preference losses, or sft (filtered SFT on the chosen '
+                 'responses, no negative gradient); the first is drawn in the grid')
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_tokens', type=int, default=bandit.NUM_TOKENS)
@@ -362,9 +388,9 @@ def parse_args(argv=None):
     args.num_pairs = args.steps * args.batch
   args.extra_num_pairs = [int(n) for n in args.extra_num_pairs.split(',') if n.strip()]
   for t in args.loss_type.split(','):
-    if t not in LOSS_TYPES or t in REFERENCE_FREE:
+    if t != SFT and (t not in LOSS_TYPES or t in REFERENCE_FREE):
       p.error(f'--loss_type {t!r}: use one of '
-              f'{", ".join(x for x in LOSS_TYPES if x not in REFERENCE_FREE)}')
+              f'{", ".join(x for x in LOSS_TYPES if x not in REFERENCE_FREE)}, {SFT}')
   return args
 
 

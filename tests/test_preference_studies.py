@@ -6,6 +6,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from data import bandit
 from studies import nash, preference_bandit as pb
@@ -121,3 +122,21 @@ def test_offline_epochs_visit_every_pair_once():
   order = np.asarray(pb.epoch_order(jax.random.key(0), 12, steps=9, batch=4))   # 3 epochs
   for epoch in order.reshape(3, 12):
     assert sorted(epoch.tolist()) == list(range(12))
+
+
+def test_filtered_sft_has_no_negative_gradient_and_budgets_pick_the_best_reward():
+  """The bandit's sft objective (likelihood of the chosen responses only) raises the reward;
+  the KL-budget summary picks, per seed, the best reward among steps within the budget and
+  the first step reaching it."""
+  steps = 40
+  fn = pb.make_run('on_policy', 'sft', steps=steps, batch=32, num_pairs=32, beta=0.1,
+                   lr=0.05, temperature=0.1, num_tokens=9, vocab_size=100)
+  out = fn(jax.random.split(jax.random.key(1), 2), _table(bandit.NEAR_CENTER))
+  er = np.asarray(out['expected_reward'][0])
+  assert np.all(er[:, -1] > er[:, 0] + 0.01)
+  er_SxT = np.array([[0.1, 0.5, 0.9, 0.95], [0.2, 0.3, 0.4, 0.8]])
+  kl_SxT = np.array([[0.0, 0.4, 1.5, 3.0], [0.0, 0.1, 0.2, 0.6]])
+  got = pb.reward_at_kl_budgets(er_SxT, kl_SxT)
+  assert got['0.5']['expected_reward'] == pytest.approx((0.5 + 0.4) / 2)
+  assert got['0.5']['step'] == pytest.approx((1 + 2) / 2)
+  assert got['2']['expected_reward'] == pytest.approx((0.9 + 0.8) / 2)
