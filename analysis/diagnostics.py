@@ -36,23 +36,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from runlib.positions import attention_target_scores
+
 
 # ---- hidden states and attention maps -------------------------------------------------------
 
 def attention_layers(model) -> List[int]:
   """Indices of the blocks whose mixer exposes softmax attention probabilities."""
   return model.attention_layers()
-
-
-def attention_target_scores(maps_LxBxHxTxT, query_positions, target_mask_BxQxT):
-  """(L, H): the attention mass the query positions put on their targets, averaged over
-  prompts and queries (NumPy or jax arrays; jittable). A head attending only to the targets
-  scores 1."""
-  import jax.numpy as jnp
-  rows_LxBxHxQxT = jnp.asarray(maps_LxBxHxTxT)[..., jnp.asarray(query_positions), :]
-  mass_LxBxHxQ = jnp.einsum('lbhqt,bqt->lbhq', rows_LxBxHxQxT,
-                            jnp.asarray(target_mask_BxQxT, rows_LxBxHxQxT.dtype))
-  return mass_LxBxHxQ.mean(axis=(1, 3))
 
 
 _JITTED: Dict[str, Any] = {}
@@ -409,7 +400,7 @@ def diagnose(run: Dict[str, Any], out_dir: str, *, num_prompts: int = 64,
   """Attention maps, head scores and (regression) probes of every seed of a restored run at
   its checkpoint; writes out_dir/diagnostics.json and diagnostics_*.png."""
   import jax
-  from training.loop import seed_model
+  from runlib.restored import seed_model
   setup = run['setup']
   os.makedirs(out_dir, exist_ok=True)
   probe = Probe(setup, num_prompts=num_prompts, period=period, seed=seed)
@@ -478,8 +469,8 @@ def diagnose_all_checkpoints(run: Dict[str, Any], out_dir: str, *, num_prompts: 
   of the run's scheduled evaluation (the same prompts at every step); writes
   out_dir/diagnostics_checkpoints.{json,png}."""
   import jax
-  from training.loop import load_checkpoint_params, seed_model
-  from training.step import icl_score, make_eval_fn
+  from runlib.positions import icl_score, make_eval_fn
+  from runlib.restored import load_checkpoint_params, seed_model
   setup, config = run['setup'], run['config']
   os.makedirs(out_dir, exist_ok=True)
   probe = Probe(setup, num_prompts=num_prompts, period=period, seed=seed)
@@ -565,7 +556,7 @@ def main(argv):
   if FLAGS.period is not None and FLAGS.period < 2:
     fail(f'--period={FLAGS.period} is invalid: must be an integer >= 2')
   from core import ConfigError
-  from training.loop import restore_run
+  from training.loop import restore_run   # main() is an entry point: it may restore
   from training.workdir import WorkdirError
   try:
     run = restore_run(workdir, FLAGS.checkpoint)

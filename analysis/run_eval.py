@@ -20,7 +20,7 @@ def evaluate_seed(run: Dict[str, Any], seed_index: int, evaluator, suite: str, *
                   num_prompts: int, seed: int) -> dict:
   """One seed's result of `suite` (the evaluator's JSON)."""
   from analysis.base import make_model_fns
-  from training.loop import seed_model
+  from runlib.restored import seed_model
   setup = run['setup']
   task = setup.task.bind({k: v[seed_index] for k, v in setup.task_values().items()})
   model = seed_model(run, seed_index)
@@ -81,8 +81,8 @@ def all_checkpoints(run: Dict[str, Any], out_dir: str, *, num_prompts: Optional[
   import jax
   from tqdm import tqdm
   from analysis.plots import plot_checkpoint_heatmaps
-  from training.loop import load_checkpoint_params
-  from training.step import icl_score, make_eval_fn
+  from runlib.positions import icl_score, make_eval_fn
+  from runlib.restored import load_checkpoint_params
   setup, config = run['setup'], run['config']
   num_prompts = num_prompts or config.eval.train_prompts
   seed = config.eval.seed if seed is None else seed

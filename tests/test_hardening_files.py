@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from training.checkpoint import CheckpointDamagedError, Checkpointer
+from runlib.checkpoint import CheckpointDamagedError, Checkpointer
 from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir, describe_os_error,
                               find_os_error, read_metrics)
 

@@ -56,7 +56,7 @@ def test_broken_metrics_tail_is_dropped_on_resume(tmp_path):
 
 
 def test_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-  from training import checkpoint
+  from runlib import checkpoint
   workdir = str(tmp_path / 'run')
   original = checkpoint.Checkpointer.save
 

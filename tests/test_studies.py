@@ -102,7 +102,7 @@ def test_scheduled_evaluation_and_log_spaced_checkpoints(tmp_path):
   assert np.asarray(curves['curves']['error']).shape == (2, 8)   # seeds x positions
   # the per-position curve at step 40 is the restored model's error on the same prompts
   run = restore_run(workdir)
-  from training.step import make_eval_fn
+  from runlib.positions import make_eval_fn
   again = make_eval_fn(run['setup'], run['graphdef'], 32, config.eval.seed)(run['params'],
                                                                            run['rest'])
   np.testing.assert_allclose(np.asarray(again['error']), curves['curves']['error'], rtol=1e-4)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from training.step import icl_score
+from runlib.positions import icl_score
 
 
 def _values(array_N: np.ndarray):

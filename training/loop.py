@@ -20,11 +20,13 @@ import ml_collections
 import numpy as np
 
 from core import ConfigError
+from runlib.checkpoint import Checkpointer
+from runlib.positions import make_eval_fn
+from runlib.restored import seed_model
 from training import hooks as hooks_lib
-from training.checkpoint import Checkpointer
 from training.init_from import load_init_params, ReferenceStore
 from training.setup import Setup, eval_steps, log_spaced_steps, make_setup
-from training.step import init_state, make_eval_fn, make_train_fn
+from training.step import init_state, make_train_fn
 from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir,
                               describe_os_error, find_os_error, read_metrics)
 
@@ -379,28 +381,6 @@ def restore_run(workdir: str, checkpoint_step: Optional[int] = None, config=None
   return {'config': config, 'setup': setup, 'graphdef': graphdef, 'rest': rest,
           'params': state['params'], 'step': int(step), 'steps': steps, 'workdir': workdir,
           'template': state}
-
-
-def load_checkpoint_params(run: Dict[str, Any], step: int, log=print):
-  """params_N of another checkpoint of a restored run (checked like any restore); None when
-  that checkpoint is damaged (the skip is logged)."""
-  from training.checkpoint import CheckpointDamagedError
-  checkpointer = Checkpointer(os.path.join(run['workdir'], 'checkpoints'), keep=1,
-                              read_only=True)
-  try:
-    return checkpointer.restore_intact(step, run['template'])['params']
-  except CheckpointDamagedError as e:
-    log(f'skipped checkpoint {step}: {e}')
-    return None
-  finally:
-    checkpointer.close()
-
-
-def seed_model(run: Dict[str, Any], seed_index: int):
-  """The nnx model of one seed of a restored run."""
-  from flax import nnx
-  take = lambda tree: jax.tree.map(lambda x: x[seed_index], tree)
-  return nnx.merge(run['graphdef'], take(run['params']), take(run['rest']))
 
 
 def restore_model(workdir: str, checkpoint_step: Optional[int] = None, config=None,
