@@ -140,3 +140,25 @@ def test_filtered_sft_has_no_negative_gradient_and_budgets_pick_the_best_reward(
   assert got['0.5']['expected_reward'] == pytest.approx((0.5 + 0.4) / 2)
   assert got['0.5']['step'] == pytest.approx((1 + 2) / 2)
   assert got['2']['expected_reward'] == pytest.approx((0.9 + 0.8) / 2)
+
+
+def test_frontier_is_the_best_score_at_or_below_each_kl(tmp_path):
+  from studies import preference_frontier as pf
+  pts = np.array([[2.0, 0.5], [0.5, 0.3], [1.0, 0.2], [3.0, 0.9], [0.1, 0.25]])
+  got = pf.frontier(pts)
+  np.testing.assert_allclose(got[:, 0], [0.1, 0.5, 1.0, 2.0, 3.0])
+  np.testing.assert_allclose(got[:, 1], [0.25, 0.3, 0.3, 0.5, 0.9])
+  evals = lambda rows: [{'step': s, 'eval/kl': k, 'eval/policy_reward': r,
+                         'eval/policy_length': n} for s, k, r, n in rows]
+  runs = [{'name': 'a', 'objective': {'name': 'preference', 'loss_type': 'sigmoid',
+                                      'mode': 'on_policy', 'beta': 0.1},
+           'evals': evals([(0, 0.0, 0.2, 6.0), (40, 0.4, 0.3, 7.0), (80, 1.5, 0.6, 7.0)]),
+           'steps': 80},
+          {'name': 'b', 'objective': {'name': 'sft', 'mode': 'offline'},
+           'evals': evals([(0, 0.0, 0.2, 6.0), (40, 0.2, 0.25, 2.0)]), 'steps': 40}]
+  summary = pf.summarise(runs, min_length=6)
+  dpo = summary['objectives']['sigmoid (on-policy)']['budgets']
+  assert dpo['0.5'] == {'score': 0.3, 'step': 40} and dpo['2']['score'] == 0.6
+  flags = {r['name']: r['length_hacked'] for r in summary['runs']}
+  assert flags == {'a': False, 'b': True}
+  assert 'under the minimum' in pf.markdown(summary)
