@@ -10,8 +10,10 @@ Sequence Modeling with Selective State Spaces", Section 3, Algorithm 2 and Figur
   out    = out_proj(y * silu(z))
 
 The discretisation is the paper's: zero-order hold for A, the simplified Euler rule Δ B for B.
-The parallel form runs the recurrence with `jax.lax.associative_scan` in float32; the step
-form carries the last d_conv - 1 pre-convolution inputs and the state h (E x N).
+The parallel form runs the recurrence in float32, either over time (`scan`: associative or
+sequential) or chunk-parallel (`chunk_size` > 0: Mamba-2's SSD blocks with Mamba-1's
+per-channel, per-state decays, see `chunked_selective_scan`); the step form carries the last
+d_conv - 1 pre-convolution inputs and the state h (E x N).
 Per the paper, A_log and D are usually excluded from weight decay (the optimizer's concern).
 """
 from __future__ import annotations
@@ -37,10 +39,11 @@ class Mamba(Mixer):
   """Selective SSM block. Options: state_dim N, expand, d_conv, dt_rank ('auto' = ceil(D/16)),
   dt_min / dt_max (range of the log-uniform initial Δ), scan ('associative': parallel
   `lax.associative_scan`; 'sequential': `lax.scan` over time, about 3x faster on CPUs, where
-  the parallel form's extra work is not hidden; 'auto': sequential on CPU, else associative).
-  Both scans compute the same recurrence."""
+  the parallel form's extra work is not hidden; 'auto': sequential on CPU, else associative),
+  chunk_size (0: use `scan`; C >= 1: the chunk-parallel form with C positions per chunk).
+  Every form computes the same recurrence with the same parameters."""
   default_options = dict(state_dim=16, expand=2, d_conv=4, dt_rank='auto', dt_min=0.001,
-                         dt_max=0.1, scan='auto')
+                         dt_max=0.1, scan='auto', chunk_size=0)
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
@@ -58,6 +61,8 @@ class Mamba(Mixer):
     self.scan = str(su.option(options, defaults, 'scan'))
     require(self.scan in SCANS, su.option_key(NAME, 'scan'), self.scan,
             f'allowed: {", ".join(SCANS)}')
+    self.chunk_size = su.positive_int(options, defaults, NAME, 'chunk_size', minimum=0,
+                                      allowed="0 (use `scan`) or an integer >= 1")
     self.d_inner = expand * d_model
     inner, rank, n = self.d_inner, self.dt_rank, self.state_dim
     linear = dict(dtype=spec.dtype, param_dtype=spec.param_dtype, rngs=rngs)
@@ -114,7 +119,7 @@ class Mamba(Mixer):
     x_BxTxE = jax.nn.silu(su.causal_depthwise_conv(x_BxTxE, self.conv_kernel[...],
                                                    self.conv_bias[...]))
     y_BxTxE = selective_scan(x_BxTxE, *self._selection(x_BxTxE), self._A(), self.D[...],
-                             scan=self.scan)
+                             scan=self.scan, chunk_size=self.chunk_size)
     return self._gate_out(y_BxTxE, z_BxTxE)
 
   # -- step form -----------------------------------------------------------------------------
@@ -144,13 +149,17 @@ class Mamba(Mixer):
     return (self.d_conv - 1) * self.d_inner + self.d_inner * self.state_dim
 
 
-def selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, scan='associative'):
+def selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, scan='associative',
+                   chunk_size=0):
   """y_t = C_t · h_t + D x_t with h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, h_{-1} = 0.
 
-  Runs in float32. 'associative' scans in parallel over time and materialises B x T x E x N
-  (fine at the widths this codebase trains; the paper's fused kernel avoids it on GPU);
-  'sequential' carries h (B x E x N) through `lax.scan`; 'auto' picks by backend.
+  Runs in float32. chunk_size > 0: `chunked_selective_scan`. Otherwise 'associative' scans
+  in parallel over time and materialises B x T x E x N (fine at the widths this codebase
+  trains; the paper's fused kernel avoids it on GPU); 'sequential' carries h (B x E x N)
+  through `lax.scan`; 'auto' picks by backend.
   """
+  if chunk_size:
+    return chunked_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, chunk_size)
   x_BxTxE = x_BxTxE.astype(jnp.float32)
   if scan == 'auto':
     scan = 'sequential' if jax.default_backend() == 'cpu' else 'associative'
@@ -170,3 +179,44 @@ def selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, scan='associ
   drive_BxTxExN = (dt_BxTxE * x_BxTxE)[..., None] * b_BxTxN[:, :, None, :]
   h_BxTxExN = su.linear_scan(decay_BxTxExN, drive_BxTxExN, axis=1)
   return jnp.einsum('bten,btn->bte', h_BxTxExN, c_BxTxN) + D_E * x_BxTxE
+
+
+def chunked_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, chunk_size):
+  """`selective_scan` computed chunk by chunk, C = chunk_size positions per chunk (float32).
+
+  Within a chunk, with in-chunk cumulative log-decays s_i = sum_{t<=i} Δ_t A (E x N), the
+  states are h_i = exp(s_i) h_start + sum_{j<=i} exp(s_i - s_j) Δ_j B_j x_j: a masked,
+  decay-weighted product over the chunk (Mamba-2's SSD block; Mamba-1's decay differs per
+  channel and state, so the weights are C x C x E x N rather than C x C), and y_i = C_i · h_i.
+  A `lax.scan` over the T / C chunks carries h. Every exponential has a non-positive argument:
+  s_i - s_j for j <= i is formed in log space (exp(s_i) exp(-s_j) overflows under strong
+  decay). The chunk body is rematerialised in the backward pass, so memory holds one chunk's
+  weights rather than T x C x E x N of them. T need not divide by C: the tail is padded with
+  Δ = 0 (decay 1, no input) and sliced off.
+  """
+  batch, seq_len, inner = x_BxTxE.shape
+  C = max(1, min(chunk_size, seq_len))
+  pad = (-seq_len) % C
+  num_chunks = (seq_len + pad) // C
+
+  def chunk_major(a_BxTxF):   # -> M x B x C x F, M = num_chunks
+    a_BxTxF = jnp.pad(a_BxTxF.astype(jnp.float32), ((0, 0), (0, pad), (0, 0)))
+    return jnp.moveaxis(a_BxTxF.reshape(batch, num_chunks, C, a_BxTxF.shape[-1]), 1, 0)
+
+  causal_CxC = jnp.tril(jnp.ones((C, C), bool))
+
+  @jax.checkpoint
+  def chunk(h_BxExN, inputs):
+    x_BxCxE, dt_BxCxE, b_BxCxN, c_BxCxN = inputs
+    s_BxCxExN = jnp.cumsum(dt_BxCxE[..., None] * A_ExN, axis=1)
+    exponent = s_BxCxExN[:, :, None] - s_BxCxExN[:, None]          # B x C(i) x C(j) x E x N
+    weights = jnp.exp(jnp.where(causal_CxC[:, :, None, None], exponent, -jnp.inf))
+    h_BxCxExN = (jnp.einsum('bijen,bjn,bje->bien', weights, b_BxCxN, dt_BxCxE * x_BxCxE)
+                 + jnp.exp(s_BxCxExN) * h_BxExN[:, None])
+    return h_BxCxExN[:, -1], jnp.einsum('bien,bin->bie', h_BxCxExN, c_BxCxN)
+
+  h0 = jnp.zeros((batch, inner, A_ExN.shape[1]), jnp.float32)
+  inputs = tuple(chunk_major(a) for a in (x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN))
+  _, y_MxBxCxE = jax.lax.scan(chunk, h0, inputs)
+  y_BxTxE = jnp.moveaxis(y_MxBxCxE, 0, 1).reshape(batch, num_chunks * C, inner)[:, :seq_len]
+  return y_BxTxE + D_E * x_BxTxE.astype(jnp.float32)

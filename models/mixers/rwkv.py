@@ -9,8 +9,10 @@ and the WKV operator with per-channel decay w = exp(time_decay) > 0 and bonus u:
   y_t = W_o (r_t * wkv_t).
 WKV is evaluated as its recurrence with a running maximum exponent p, so that numerator a
 and denominator b are stored as a e^p, b e^p and no exponential ever overflows. The parallel
-form is the same recurrence under jax.lax.scan (the projections are done for all positions
-at once outside it).
+form is either the same recurrence under jax.lax.scan (chunk_size=0; the projections are done
+for all positions at once outside it) or chunk-parallel (`chunked_wkv`): within a chunk a
+masked, decay-weighted sum over positions, across chunks a scan over chunk states kept in the
+same (a, b, p) form.
 """
 from __future__ import annotations
 
@@ -40,6 +42,62 @@ def wkv_step(carry, k_BxD, v_BxD, w_D, u_D):
   m = jnp.maximum(decayed, k_BxD)
   e_state, e_now = jnp.exp(decayed - m), jnp.exp(k_BxD - m)
   return wkv, (e_state * a + e_now * v_BxD, e_state * b + e_now, m)
+
+
+def chunked_wkv(k_BxTxD, v_BxTxD, w_D, u_D, chunk_size: int):
+  """wkv_BxTxD of the recurrence `wkv_step` from the zero state, C = chunk_size positions per
+  chunk (float32).
+
+  For position i of a chunk whose start state is (a, b, p), the terms of wkv_i have exponents
+  p - i w (the state), k_j - (i-1-j) w (earlier positions j of the chunk) and u + k_i (the
+  bonus). Each is taken relative to its row's maximum, so every exponential has an argument
+  <= 0, as in the running-maximum recurrence. The chunk states come from a scan over the T / C
+  chunk summaries (exponents k_j - (C-1-j) w, relative to their maximum). The maxima are
+  shift constants the result does not depend on, so no gradient flows through them. T need
+  not divide by C: the tail is padded and sliced off (causality keeps it out of the outputs).
+  """
+  B, T, D = k_BxTxD.shape
+  C = max(1, min(chunk_size, T))
+  pad = (-T) % C
+  M = (T + pad) // C
+
+  def chunks(a_BxTxD):
+    a_BxTxD = jnp.pad(a_BxTxD.astype(jnp.float32), ((0, 0), (0, pad), (0, 0)))
+    return a_BxTxD.reshape(B, M, C, D)
+
+  k, v = chunks(k_BxTxD), chunks(v_BxTxD)
+  w, u = w_D.astype(jnp.float32), u_D.astype(jnp.float32)
+  pos_C = jnp.arange(C, dtype=jnp.float32)
+  # Chunk summaries: the chunk's contribution to (a, b, p) at its last position.
+  summary = k - (C - 1 - pos_C)[:, None] * w                        # B x M x C x D
+  p_sum = jax.lax.stop_gradient(summary.max(axis=2))               # B x M x D
+  e_sum = jnp.exp(summary - p_sum[:, :, None])
+  a_sum, b_sum = (e_sum * v).sum(axis=2), e_sum.sum(axis=2)
+  chunk_decay = C * w
+
+  def advance(carry, inputs):
+    a, b, p = carry
+    a_c, b_c, p_c = inputs
+    p_new = jax.lax.stop_gradient(jnp.maximum(p - chunk_decay, p_c))
+    e_state, e_chunk = jnp.exp(p - chunk_decay - p_new), jnp.exp(p_c - p_new)
+    return (e_state * a + e_chunk * a_c, e_state * b + e_chunk * b_c, p_new), carry
+
+  time_major = tuple(jnp.moveaxis(a, 1, 0) for a in (a_sum, b_sum, p_sum))
+  _, starts = jax.lax.scan(advance, wkv_initial_carry(B, D), time_major)
+  a0, b0, p0 = (jnp.moveaxis(a, 0, 1)[:, :, None] for a in starts)   # B x M x 1 x D
+  # Output i reads the state (decayed i steps), earlier chunk positions j < i, and itself.
+  lag_CxC = pos_C[:, None] - 1 - pos_C[None, :]                    # i - 1 - j
+  earlier = k[:, :, None] - lag_CxC[:, :, None] * w                # B x M x C(i) x C(j) x D
+  i_CxC, j_CxC = jnp.meshgrid(jnp.arange(C), jnp.arange(C), indexing='ij')
+  exponent = jnp.where((j_CxC < i_CxC)[:, :, None], earlier,
+                       jnp.where((j_CxC == i_CxC)[:, :, None], (u + k)[:, :, None], -jnp.inf))
+  e_state_exp = p0 - pos_C[:, None] * w                            # B x M x C x D
+  m = jax.lax.stop_gradient(jnp.maximum(e_state_exp, exponent.max(axis=3)))
+  e_state = jnp.exp(e_state_exp - m)
+  e_in = jnp.exp(exponent - m[:, :, :, None])
+  num = e_state * a0 + jnp.einsum('bmijd,bmjd->bmid', e_in, v)
+  den = e_state * b0 + e_in.sum(axis=3)
+  return (num / den).reshape(B, M * C, D)[:, :T]
 
 
 def wkv_initial_carry(batch_size: int, width: int):
@@ -81,15 +139,22 @@ class RWKVTimeMix(Mixer):
   gradient, through r = 1/2 and wkv = a decayed mean of the values).
   Option zero_init=False draws key, receptance and output LeCun-normal instead (a fresh mixer
   is then not the constant 0, e.g. for tests of its function).
+  Option chunk_size: 0 runs WKV as its recurrence under `lax.scan`; C >= 1 the chunk-parallel
+  form (`chunked_wkv`) with C positions per chunk. Both give the same function.
   Step form carries (previous x, a, b, p): 4 * d_model floats.
   """
-  default_options = {'zero_init': True}
+  default_options = {'zero_init': True, 'chunk_size': 0}
 
   def __init__(self, spec: MixerSpec, options: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     name = getattr(self, 'mixer_name', 'rwkv')
     opts = resolve_options(name, self.default_options, options)
     require(isinstance(opts['zero_init'], bool), f'model.mixer_options.{name}.zero_init',
             opts['zero_init'], 'must be True or False')
+    chunk_size = opts['chunk_size']
+    require(isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 0,
+            f'model.mixer_options.{name}.chunk_size', chunk_size,
+            'must be 0 (the recurrence under lax.scan) or an integer >= 1')
+    self.chunk_size = chunk_size
     require(spec.num_layers >= 1 and 0 <= spec.layer_index < spec.num_layers,
             'model.num_layers', spec.num_layers,
             f'must exceed the layer index {spec.layer_index}')
@@ -126,6 +191,9 @@ class RWKVTimeMix(Mixer):
     x_prev = jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     r, k, v = self._rkv(x, x_prev)
     w, u = self._decay_bonus()
+    if self.chunk_size:
+      wkv = chunked_wkv(k, v, w, u, self.chunk_size).astype(self.spec.dtype)
+      return self.output(r * wkv)
 
     def body(carry, kv_t):
       return wkv_step(carry, kv_t[0], kv_t[1], w, u)[::-1]

@@ -10,6 +10,8 @@ its own diagonal SSM with N/2 complex modes (conjugate pairs make the N-dim real
   kernel K_l = 2 Re(Σ_n C_n B̄_n Ā_n^l)   (a Vandermonde product), y = K * u + D u (FFT, 2T)
   out = GLU(Linear_{D -> 2D}(GELU(y)))
 
+With chunk_size C >= 1 the parallel form is chunk-parallel instead of an FFT (`chunked_ssm`):
+within a chunk the C x C Toeplitz matrix of K, across chunks a scan over the complex states.
 The step form carries the complex state (stored as real and imaginary float32 arrays) and
 applies the same ZOH recurrence, x_t = Ā x_{t-1} + B̄ u_t. The paper trains A, Δ (and uses a
 smaller learning rate and no weight decay for them): that is the optimizer's concern.
@@ -33,9 +35,10 @@ NAME = 's4d'
 class S4D(Mixer):
   """Diagonal complex SSM per channel + GELU + GLU output linear.
 
-  Options: state_dim N (even; N/2 complex modes), dt_min, dt_max (initial Δ range).
+  Options: state_dim N (even; N/2 complex modes), dt_min, dt_max (initial Δ range),
+  chunk_size (0: FFT convolution over the whole sequence; C >= 1: chunk-parallel form).
   """
-  default_options = dict(state_dim=64, dt_min=0.001, dt_max=0.1)
+  default_options = dict(state_dim=64, dt_min=0.001, dt_max=0.1, chunk_size=0)
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
@@ -48,6 +51,8 @@ class S4D(Mixer):
     dt_max = su.positive_float(options, defaults, NAME, 'dt_max')
     require(dt_min <= dt_max, su.option_key(NAME, 'dt_max'), dt_max,
             f'a number >= dt_min={dt_min}')
+    self.chunk_size = su.positive_int(options, defaults, NAME, 'chunk_size', minimum=0,
+                                      allowed='0 (FFT convolution) or an integer >= 1')
     channels = spec.d_model
     self.num_modes = state_dim // 2
 
@@ -89,9 +94,48 @@ class S4D(Mixer):
     return K_HxT.T.astype(jnp.float32)
 
   def ssm(self, u_BxTxH):
-    """y = K * u + D u per channel (the SSM before GELU), float32, causal FFT convolution."""
+    """y = K * u + D u per channel (the SSM before GELU), float32: a causal FFT convolution,
+    or `chunked_ssm` when chunk_size >= 1."""
     u32 = u_BxTxH.astype(jnp.float32)
+    if self.chunk_size:
+      return self.chunked_ssm(u32, self.chunk_size) + self.D[...] * u32
     return su.fft_causal_conv(u32, self.kernel(u_BxTxH.shape[1])) + self.D[...] * u32
+
+  def chunked_ssm(self, u_BxTxH, chunk_size: int):
+    """K * u (float32) with C = chunk_size positions per chunk.
+
+    Output i of a chunk is sum_{j<=i} K[i-j] u_j over the chunk (a C x C Toeplitz product per
+    channel) plus 2 Re(Σ_n C_n Ā_n^(i+1) x_start), x_start being the complex state before the
+    chunk; a `lax.scan` over T / C chunks carries x_start (x_end = Ā^C x_start + Σ_j
+    Ā^(C-1-j) B̄ u_j). Powers are exp(l ΔA) with Re(ΔA) < 0: every exponent is <= 0 in its
+    real part. T need not divide by C: the tail is zero-padded and sliced off.
+    """
+    B, T, H = u_BxTxH.shape
+    C = max(1, min(chunk_size, T))
+    pad = (-T) % C
+    M = (T + pad) // C
+    u_BxMxCxH = jnp.pad(u_BxTxH.astype(jnp.float32), ((0, 0), (0, pad), (0, 0))).reshape(
+        B, M, C, H)
+    _, dtA_HxN = self._continuous()
+    _, B_bar, C_out = self.discrete_ssm()
+    K_CxH = self.kernel(C)
+    lag_CxC = jnp.arange(C)[:, None] - jnp.arange(C)[None, :]
+    toeplitz_CxCxH = jnp.where((lag_CxC >= 0)[..., None], K_CxH[jnp.maximum(lag_CxC, 0)], 0.0)
+    y_intra = jnp.einsum('ijh,bmjh->bmih', toeplitz_CxCxH, u_BxMxCxH)
+    powers_CxHxN = jnp.exp(jnp.arange(C, dtype=jnp.float32)[:, None, None] * dtA_HxN)
+    # x_end - Ā^C x_start = Σ_j Ā^(C-1-j) B̄ u_j, and output i reads C Ā^(i+1) x_start.
+    to_state_CxHxN = powers_CxHxN[::-1] * B_bar
+    from_state_CxHxN = powers_CxHxN * jnp.exp(dtA_HxN) * C_out
+    delta_MxBxHxN = jnp.einsum('jhn,bmjh->mbhn', to_state_CxHxN, u_BxMxCxH.astype(jnp.complex64))
+    chunk_decay_HxN = jnp.exp(C * dtA_HxN)
+
+    def advance(x_BxHxN, delta_BxHxN):
+      return chunk_decay_HxN * x_BxHxN + delta_BxHxN, x_BxHxN   # emit the chunk-start state
+
+    x0 = jnp.zeros((B, H, self.num_modes), jnp.complex64)
+    _, start_MxBxHxN = jax.lax.scan(advance, x0, delta_MxBxHxN)
+    y_inter = 2.0 * jnp.einsum('ihn,mbhn->bmih', from_state_CxHxN, start_MxBxHxN).real
+    return (y_intra + y_inter).reshape(B, M * C, H)[:, :T]
 
   def _output(self, y):
     y = jax.nn.gelu(y, approximate=False).astype(self.spec.dtype)
