@@ -34,13 +34,14 @@ SPD against the number of examples, probe R^2 by layer).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from studies import runner
 
 DEPTHS = (1, 2, 4)
 WIDTHS = (16, 64)
@@ -296,20 +297,12 @@ def _settings(args) -> Dict[str, Any]:
 
 def run_member_analyses(workdir: str, args, log=print) -> List[Dict[str, Any]]:
   """Analyses of every member of a trained run, cached in workdir/akyurek_seed<i>.json."""
-  from analysis.run_eval import write_json_atomic
   from models.model import param_count
   from training.loop import restore_run, seed_model
   run = restore_run(workdir, log=lambda s: None)
   setup = run['setup']
-  out = []
-  for i in range(setup.num_seeds):
-    path = os.path.join(workdir, f'akyurek_seed{i}.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        cached = json.load(f)
-      if cached.get('settings') == _settings(args) and cached.get('step') == run['step']:
-        out.append(cached)
-        continue
+
+  def analyse(i):
     task = setup.task.bind({k: v[i] for k, v in setup.task_values().items()})
     model = seed_model(run, i)
     start = time.time()
@@ -318,11 +311,14 @@ def run_member_analyses(workdir: str, args, log=print) -> List[Dict[str, Any]]:
                            num_queries=args.num_queries, probe_prompts=args.probe_prompts)
     result.update(settings=_settings(args), step=run['step'], param_count=param_count(model),
                   analysis_seconds=round(time.time() - start, 1))
-    write_json_atomic(path, result)
     log(f'{workdir} member {i} (noise {task.noise_std:g}): analysed in '
         f'{result["analysis_seconds"]:.0f}s')
-    out.append(result)
-  return out
+    return result
+
+  current = lambda cached: (cached.get('settings') == _settings(args)
+                            and cached.get('step') == run['step'])
+  return [runner.cached_json(os.path.join(workdir, f'akyurek_seed{i}.json'),
+                             lambda: analyse(i), current) for i in range(setup.num_seeds)]
 
 
 def _mean(curve: Sequence[float]) -> float:
@@ -397,9 +393,7 @@ def tables(rows: List[Dict[str, Any]], num_points: int, dims: int) -> str:
 
 
 def plot(rows: List[Dict[str, Any]], png_path: str, depths, widths, noise_stds) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   num_noise = len(noise_stds)
   fig, axes = plt.subplots(2, num_noise + 1, figsize=(5.2 * (num_noise + 1), 9))
   labels = [f'L{d} W{w}' for w in widths for d in depths]
@@ -461,18 +455,14 @@ def plot(rows: List[Dict[str, Any]], png_path: str, depths, widths, noise_stds) 
 
 
 def reproduce(args, log=print) -> Dict[str, Any]:
-  from analysis.run_eval import write_json_atomic
-  from training.loop import train
-  os.makedirs(args.out, exist_ok=True)
   rows = []
   timings = {}
   # Widest first: when time is short, the models that can leave the plateau come first.
   for width in sorted(args.widths, reverse=True):
     for depth in args.depths:
       workdir = os.path.join(args.out, run_name(depth, width))
-      start = time.time()
-      train(grid_config(depth, width, args.steps, args.noise), workdir, log=lambda s: None)
-      trained = time.time() - start
+      trained = runner.train_run(grid_config(depth, width, args.steps, args.noise), workdir,
+                                 log=lambda s: None)
       start = time.time()
       members = run_member_analyses(workdir, args, log)
       timings[run_name(depth, width)] = {'train_s': round(trained, 1),
@@ -488,13 +478,9 @@ def reproduce(args, log=print) -> Dict[str, Any]:
             'widths': list(args.widths), 'noise_stds': list(args.noise), 'n_dims': dims,
             'n_points': num_points, 'timings': timings, 'settings': _settings(args),
             'rows': rows}
-  write_json_atomic(os.path.join(args.out, 'akyurek.json'), result)
-  with open(os.path.join(args.out, 'akyurek.md'), 'w') as f:
-    f.write(table + '\n')
-  plot(rows, os.path.join(args.out, 'akyurek.png'), list(args.depths), list(args.widths),
-       list(args.noise))
-  log(table)
-  log(f'wrote {args.out}/akyurek.{{json,md,png}}')
+  runner.write_results(args.out, 'akyurek', result, table, table_in_json=False, log=log,
+                       plot=lambda path: plot(rows, path, list(args.depths), list(args.widths),
+                                              list(args.noise)))
   return result
 
 

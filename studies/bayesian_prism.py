@@ -30,6 +30,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from studies import runner
+
 CONFIG = 'configs/mixture_regression.py:tiny'
 PREDICTORS = ('bayes', 'bayes_dense', 'bayes_sparse', 'least_squares', 'lasso', 'lasso_0.01')
 PROMPT_SETS = {'dense': (1.0, 0.0), 'sparse': (0.0, 1.0), 'mixture': None}
@@ -115,9 +117,7 @@ def _table(result) -> str:
 
 
 def _plot(result, path) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
   styles = {'model': ('black', '-', 2.4), 'bayes': ('C0', '--', 1.8),
             'bayes_dense': ('C1', ':', 1.5), 'bayes_sparse': ('C2', ':', 1.5),
@@ -160,18 +160,14 @@ def main(argv=None) -> int:
   parser.add_argument('--steps', type=int, default=0, help='0: the config\'s (6,000)')
   parser.add_argument('--num_prompts', type=int, default=1280)
   args = parser.parse_args(argv)
-  from analysis.run_eval import write_json_atomic
-  from training.loop import restore_run, train
+  from training.loop import restore_run
   from training.sweeps import member_config
   overrides = {'train.progress': False}
   if args.steps:
     overrides['train.num_steps'] = args.steps
   config = member_config({'config': CONFIG, 'overrides': overrides}, {'name': 'prism'})
   workdir = os.path.join(args.out, 'mixture')
-  os.makedirs(args.out, exist_ok=True)
-  start = time.time()
-  train(config, workdir, log=print)
-  print(f'trained in {time.time() - start:.0f}s')
+  print(f'trained in {runner.train_run(config, workdir):.0f}s')
   run = restore_run(workdir, log=lambda s: None)
   start = time.time()
   evaluation = evaluate(run, config, args.num_prompts, seed=config.eval.seed)
@@ -179,14 +175,8 @@ def main(argv=None) -> int:
             'n_dims': int(config.task.n_dims), 'sparsity': int(config.task.sparsity),
             'noise_std': float(config.task.noise_std), 'evaluation': evaluation,
             'eval_seconds': round(time.time() - start, 1)}
-  table = _table(result)
-  result['table'] = table
-  write_json_atomic(os.path.join(args.out, 'bayesian_prism.json'), result)
-  with open(os.path.join(args.out, 'bayesian_prism.md'), 'w') as f:
-    f.write(table + '\n')
-  _plot(result, os.path.join(args.out, 'bayesian_prism.png'))
-  print(table)
-  print(f'wrote {os.path.join(args.out, "bayesian_prism")}.{{json,md,png}}')
+  runner.write_results(args.out, 'bayesian_prism', result, _table(result),
+                       plot=lambda path: _plot(result, path))
   return 0
 
 

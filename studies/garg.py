@@ -20,13 +20,13 @@ text, that outcome is printed beside ours (PAPER below), with its scale.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+
+from studies import runner
 
 TASKS = ('linear_regression', 'sparse_linear_regression', 'decision_tree', 'relu2nn_regression')
 OOD = ('in_distribution', 'skewed_covariance', 'scaled_x', 'scaled_y', 'noisy_labels',
@@ -142,9 +142,7 @@ def ood_table(results: Dict[str, Dict[str, Any]], ks: Sequence[int]) -> str:
 
 
 def _plot_curves(results: Dict[str, Dict[str, Any]], path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
   for ax, (task, result) in zip(axes[0], results.items()):
     xs = result['num_examples']
@@ -164,9 +162,7 @@ def _plot_curves(results: Dict[str, Dict[str, Any]], path: str) -> None:
 
 
 def _plot_ood(results: Dict[str, Dict[str, Any]], path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   cols = 5
   rows = -(-len(results) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False)
@@ -196,29 +192,21 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   from analysis.evaluators import get_evaluator
-  from analysis.run_eval import evaluate_seed, write_json_atomic
-  from training.loop import restore_run, train
-  os.makedirs(args.out, exist_ok=True)
+  from analysis.run_eval import evaluate_seed
+  from training.loop import restore_run
   evaluator = get_evaluator('regression')
   curves, ood, timing = {}, {}, {}
   for task, config in configs.items():
     workdir = os.path.join(args.out, task)
-    start = time.time()
-    train(config, workdir, log=print)
-    timing[task] = round(time.time() - start, 1)
+    timing[task] = round(runner.train_run(config, workdir), 1)
     run = restore_run(workdir, log=lambda s: None)
     suites = ['in_distribution'] + ([s for s in args.ood if s != 'in_distribution']
                                     if task == 'linear_regression' else [])
     for suite in suites:
-      cache = os.path.join(workdir, 'eval', f'garg_{suite}_{args.num_prompts}.json')
-      if os.path.exists(cache):
-        with open(cache) as f:
-          result = json.load(f)
-      else:
-        result = evaluate_seed(run, 0, evaluator, suite, num_prompts=args.num_prompts,
-                               seed=config.eval.seed)
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        write_json_atomic(cache, result)
+      result = runner.cached_json(
+          os.path.join(workdir, 'eval', f'garg_{suite}_{args.num_prompts}.json'),
+          lambda: evaluate_seed(run, 0, evaluator, suite, num_prompts=args.num_prompts,
+                                seed=config.eval.seed))
       print(f'{task}/{suite}: model error at the last position '
             f'{_fmt(result["curves"]["model"]["mean"][-1])}')
       if suite == 'in_distribution':
@@ -242,15 +230,11 @@ def main(argv=None) -> int:
   table = '\n'.join(lines)
   summary = {'args': vars(args), 'positions': ks, 'train_seconds': timing,
              'curves': curves, 'ood': ood, 'paper': PAPER, 'paper_ood': PAPER_OOD}
-  write_json_atomic(os.path.join(args.out, 'garg.json'), summary)
-  with open(os.path.join(args.out, 'garg.md'), 'w') as f:
-    f.write(table + '\n')
+  runner.write_results(args.out, 'garg', summary, table, table_in_json=False)
   _plot_curves(curves, os.path.join(args.out, 'garg_curves.png'))
   if ood:
     _plot_ood(ood, os.path.join(args.out, 'garg_ood.png'))
-  print(table)
-  print(f'wrote {args.out}/garg.json, garg.md, garg_curves.png' +
-        (', garg_ood.png' if ood else ''))
+  print(f'wrote {args.out}/garg_curves.png' + (', garg_ood.png' if ood else ''))
   return 0
 
 

@@ -44,6 +44,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from studies import runner
+
 TASK_NAME = 'paired_linear_regression'
 N_DIMS = 5
 NOISE_STD = float(np.sqrt(0.1))     # the paper's sigma^2 = 0.1
@@ -188,10 +190,8 @@ def main(argv=None) -> int:
   parser.add_argument('--models', default=','.join(MODELS))
   parser.add_argument('--architectures', default=','.join(ARCHITECTURES))
   args = parser.parse_args(argv)
-  from analysis.run_eval import write_json_atomic
   from analysis.stats import ci_entry
   from training.loop import restore_run, seed_model, train
-  os.makedirs(args.out, exist_ok=True)
   names = [m for m in args.models.split(',') if m]
   architectures = [a for a in args.architectures.split(',') if a]
   for value, known, flag in ((names, MODELS, '--models'), (architectures, ARCHITECTURES,
@@ -226,14 +226,8 @@ def main(argv=None) -> int:
       print(f'{architecture}/{name}: error at N={n_train} '
             f'{entry["model"]["mean"][n_train]:.4f}, at 2N={2 * n_train} '
             f'{entry["model"]["mean"][2 * n_train]:.4f} ({entry["seconds"]}s)')
-  table = _table(result)
-  result['table'] = table
-  write_json_atomic(os.path.join(args.out, 'length_generalisation.json'), result)
-  with open(os.path.join(args.out, 'length_generalisation.md'), 'w') as f:
-    f.write(table + '\n')
-  _plot(result, os.path.join(args.out, 'length_generalisation.png'))
-  print(table)
-  print(f'wrote {os.path.join(args.out, "length_generalisation")}.{{json,md,png}}')
+  runner.write_results(args.out, 'length_generalisation', result, _table(result),
+                       plot=lambda path: _plot(result, path))
   return 0
 
 
@@ -268,9 +262,7 @@ def _table(result) -> str:
 
 
 def _plot(result, path) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   n = result['train_examples']
   architectures = sorted({k.split('/')[0] for k in result['models']},
                          key=ARCHITECTURES.index)

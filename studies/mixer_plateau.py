@@ -25,12 +25,13 @@ line per mixer: the seed mean, each seed faint), OUT defaulting to --workdir.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
+
+from studies import runner
 
 FRACTION = 0.8
 
@@ -123,9 +124,7 @@ def table(results: Dict[str, Any], fraction: float = FRACTION) -> str:
 
 
 def plot(results: Dict[str, Any], png_path: str, fraction: float = FRACTION) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   fig, ax = plt.subplots(figsize=(8, 5))
   colors = plt.get_cmap('tab10').colors
   for i, (name, r) in enumerate(sorted(results.items())):
@@ -170,15 +169,10 @@ def main(argv=None) -> int:
   if not results:
     print(f'error: no run with scheduled evaluations under {args.workdir}', file=sys.stderr)
     return 1
-  out = args.out or args.workdir
-  os.makedirs(out, exist_ok=True)
-  text = table(results, args.fraction)
-  with open(os.path.join(out, 'mixer_plateau.json'), 'w') as f:
-    json.dump({'fraction': args.fraction, 'runs': results}, f)
-  with open(os.path.join(out, 'mixer_plateau.md'), 'w') as f:
-    f.write(text + '\n')
-  plot(results, os.path.join(out, 'mixer_plateau.png'), args.fraction)
-  print(text)
+  runner.write_results(args.out or args.workdir, 'mixer_plateau',
+                       {'fraction': args.fraction, 'runs': results},
+                       table(results, args.fraction), table_in_json=False,
+                       plot=lambda path: plot(results, path, args.fraction))
   return 0
 
 

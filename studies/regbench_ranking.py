@@ -27,6 +27,8 @@ import numpy as np
 
 from studies.regbench_transition import LATE_FROM, read_steps, transition_step
 
+from studies import runner
+
 # What the paper says of the ranking, in its words; it gives its accuracies as figures only.
 PAPER_CLAIMS = (
     'Transformers "significantly outperform neural sequence models with recurrent or '
@@ -120,9 +122,7 @@ def table(members: List[Dict[str, Any]], rise: float) -> str:
 
 
 def plot(members: List[Dict[str, Any]], path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
   for m in members:
     line, = axes[0].plot(m['steps'], m['accuracy_by_step'], 'o-', label=m['name'])
@@ -155,16 +155,10 @@ def main(argv=None) -> int:
     print(f'error: no run under {args.workdir} has scored steps in eval/test (train the sweep '
           'configs/sweeps/regbench_zoo_long.py first)', file=sys.stderr)
     return 1
-  out = args.out or args.workdir
-  os.makedirs(out, exist_ok=True)
-  md = table(members, args.rise)
-  from analysis.run_eval import write_json_atomic
-  write_json_atomic(os.path.join(out, 'regbench_ranking.json'),
-                    {'rise': args.rise, 'paper': PAPER_CLAIMS, 'members': members})
-  with open(os.path.join(out, 'regbench_ranking.md'), 'w') as f:
-    f.write(md + '\n')
-  plot(members, os.path.join(out, 'regbench_ranking.png'))
-  print(md)
+  runner.write_results(args.out or args.workdir, 'regbench_ranking',
+                       {'rise': args.rise, 'paper': PAPER_CLAIMS, 'members': members},
+                       table(members, args.rise), table_in_json=False,
+                       plot=lambda path: plot(members, path))
   return 0
 
 

@@ -24,10 +24,11 @@ import json
 import os
 import re
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from studies import runner
 
 LATE_FROM = 5     # strings >= this index count as "late" in the slope
 
@@ -128,9 +129,7 @@ def table(rows: List[Dict[str, Any]], shown_strings=(0, 1, 2, 5, 9)) -> str:
 
 
 def plot(rows: List[Dict[str, Any]], path: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4))
   cmap = plt.get_cmap('viridis')
   for j, r in enumerate(rows):
@@ -169,12 +168,7 @@ def main(argv=None) -> int:
     return 2
   name = f'{args.mixer.replace(",", "+")}_{args.steps}'
   workdir = os.path.join(args.out, name)
-  seconds = None
-  if not args.analyse_only:
-    from training.loop import train
-    start = time.time()
-    train(config, workdir, log=print)
-    seconds = round(time.time() - start, 1)
+  seconds = None if args.analyse_only else round(runner.train_run(config, workdir), 1)
   rows = read_steps(workdir)
   if not rows:
     print(f'error: no scored steps in {workdir}/eval/test', file=sys.stderr)
@@ -185,14 +179,9 @@ def main(argv=None) -> int:
   result = {'mixer': args.mixer, 'steps': args.steps, 'rise': args.rise,
             'transition_step': step, 'train_seconds': seconds, 'rows': rows,
             'params': config.model.to_dict() if hasattr(config.model, 'to_dict') else None}
-  from analysis.run_eval import write_json_atomic
-  os.makedirs(args.out, exist_ok=True)
-  write_json_atomic(os.path.join(args.out, f'{name}_transition.json'), result)
-  with open(os.path.join(args.out, f'{name}_transition.md'), 'w') as f:
-    f.write(md + '\n')
-  plot(rows, os.path.join(args.out, f'{name}_transition.png'),
-       f'REGBENCH {args.mixer}: accuracy by string index during training')
-  print(md)
+  runner.write_results(args.out, f'{name}_transition', result, md, table_in_json=False,
+                       plot=lambda path: plot(rows, path, f'REGBENCH {args.mixer}: accuracy by '
+                                              'string index during training'))
   return 0
 
 

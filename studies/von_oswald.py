@@ -48,6 +48,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from studies import runner
+
 # What the paper shows. Its Figure 2 is curves; the values below are read off the output figure
 # of the authors' notebook (constructed_token_setup.ipynb as first released: 1 layer, 5,000 steps
 # of batch 2,048, the run of Figure 2's setting), to about +/-0.01. Its deeper results (Figures
@@ -478,21 +480,16 @@ def run_study(settings: Settings, out: str, layers: Sequence[int] = (1, 2, 3),
                          log)
     result['settings'] = dataclasses.asdict(settings)
     result['construction_match'] = construction_match(result['weights'], settings)
-    write_json(path, result)
+    runner.write_json(path, result)
     results[name] = result
   summary = {'paper': 'von Oswald et al. 2023, Transformers learn in-context by gradient descent',
              'settings': dataclasses.asdict(settings), 'one_step_eta': one_step,
              'gd_etas': {str(k): v for k, v in gd_etas.items()},
              'models': {k: {kk: vv for kk, vv in v.items() if kk != 'weights'}
                         for k, v in results.items()}}
-  table = markdown_table(summary)
-  summary['table'] = table
-  write_json(os.path.join(out, 'von_oswald.json'), summary)
-  with open(os.path.join(out, 'von_oswald.md'), 'w') as f:
-    f.write(table + '\n')
-  plot(summary, os.path.join(out, 'von_oswald.png'))
-  log(table)
-  log(f'wrote {os.path.join(out, "von_oswald")}.{{json,md,png}}')
+  summary['table'] = markdown_table(summary)
+  runner.write_results(out, 'von_oswald', summary, summary['table'], log=log,
+                       plot=lambda path: plot(summary, path))
   return summary
 
 
@@ -513,13 +510,6 @@ def construction_match(weights: Dict[str, Any], settings: Settings) -> Dict[str,
           'pv_last_row_off_pattern': float(np.linalg.norm(pv_row) / np.linalg.norm(pv[-1])),
           'implied_eta': float(-settings.num_examples * scale * pv[-1, -1]),
           'implied_gamma': float(-scale * np.trace(pv[:d, :d]) / d)}
-
-
-def write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, default=float)
-  os.replace(tmp, path)
 
 
 def markdown_table(summary: Dict[str, Any]) -> str:
@@ -575,9 +565,7 @@ def markdown_table(summary: Dict[str, Any]) -> str:
 
 
 def plot(summary: Dict[str, Any], path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  plt = runner.pyplot()
   models = summary['models']
   fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   one = models.get('recurrent_K1')
