@@ -37,10 +37,11 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from studies import runner
 
 # Devices every run trains on (None: all of them); tests use one.
 DEVICES = None
@@ -56,11 +57,8 @@ def load_config(spec: str, overrides: Dict[str, Any]):
 
 def run(config, workdir: str, log=print) -> List[dict]:
   """Trains (or resumes, or reuses a finished) run; returns its metrics rows."""
-  from training.loop import train
   from training.workdir import read_metrics
-  start = time.time()
-  train(config, workdir, devices=DEVICES, log=log)
-  log(f'{workdir}: done in {time.time() - start:.0f}s')
+  log(f'{workdir}: done in {runner.train_run(config, workdir, log, devices=DEVICES):.0f}s')
   return read_metrics(os.path.join(workdir, 'metrics.jsonl'), warn=log)
 
 
@@ -102,27 +100,10 @@ def jump_step(steps: np.ndarray, values: np.ndarray, *, min_rise: float = 0.1) -
   return int(steps[above[0]]) if above.size else None
 
 
-def _write(out: str, name: str, result: Dict[str, Any], table: str, log=print) -> None:
-  from analysis.run_eval import write_json_atomic
-  result = dict(result, table=table)
-  write_json_atomic(os.path.join(out, f'{name}.json'), result)
-  with open(os.path.join(out, f'{name}.md'), 'w') as f:
-    f.write(table + '\n')
-  log(table)
-  log(f'wrote {os.path.join(out, name)}.{{json,md,png}}')
-
-
 def _fmt(value, digits=3):
   if value is None or (isinstance(value, float) and not np.isfinite(value)):
     return '—'
   return f'{value:.{digits}f}' if isinstance(value, (float, np.floating)) else str(value)
-
-
-def _plt():
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  return plt
 
 
 # ---- (1) the jump -------------------------------------------------------------------------------
@@ -170,7 +151,7 @@ def jump(args, log=print) -> Dict[str, Any]:
             'in_context_accuracy': ic.T.tolist(), 'induction_score': ind.T.tolist(),
             'previous_token_score': prev.T.tolist(), 'in_weights_accuracy': iw.T.tolist(),
             'per_seed': per_seed}
-  plt = _plt()
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   colours = plt.cm.tab10(np.arange(ic.shape[1]) % 10)
   for i, c in enumerate(colours):
@@ -190,7 +171,7 @@ def jump(args, log=print) -> Dict[str, Any]:
   fig.tight_layout(rect=(0, 0, 1, 0.94))
   fig.savefig(os.path.join(args.out, 'jump.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'jump', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'jump', result, '\n'.join(lines), log=log)
   return result
 
 
@@ -228,7 +209,7 @@ def distribution(args, log=print) -> Dict[str, Any]:
                f'accuracy with its step; K = {args.num_classes} classes, {steps} steps')
   result = {'study': 'distribution', 'config': BURSTY, 'num_classes': args.num_classes,
             'steps': steps, 'cells': cells}
-  plt = _plt()
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key, title in ((axes[0], 'in_context_accuracy', 'in-context accuracy'),
                          (axes[1], 'in_weights_accuracy', 'in-weights accuracy')):
@@ -245,7 +226,7 @@ def distribution(args, log=print) -> Dict[str, Any]:
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'distribution.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'distribution', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'distribution', result, '\n'.join(lines), log=log)
   return result
 
 
@@ -286,7 +267,7 @@ def transience(args, log=print) -> Dict[str, Any]:
   lines += ['', note]
   result = {'study': 'transience', 'config': BURSTY, 'settings': base,
             'forget_every': args.forget_every, 'runs': curves}
-  plt = _plt()
+  plt = runner.pyplot()
   fig, ax = plt.subplots(figsize=(8, 4.5))
   for name, style in (('plain', '-'), ('forgetting', '--')):
     c = curves[name]
@@ -300,7 +281,7 @@ def transience(args, log=print) -> Dict[str, Any]:
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'transience.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'transience', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'transience', result, '\n'.join(lines), log=log)
   return result
 
 
@@ -361,7 +342,7 @@ def task_diversity(args, log=print) -> Dict[str, Any]:
             'switch_num_tasks': switch}
   lines.append(f'smallest M where the model is closer to ridge than to dMMSE on new tasks: '
                f'{switch}')
-  plt = _plt()
+  plt = runner.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   finite = [e for e in rows_out if e['num_tasks'] > 0]
   xs = [e['num_tasks'] for e in finite]
@@ -377,7 +358,7 @@ def task_diversity(args, log=print) -> Dict[str, Any]:
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'task_diversity.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'task_diversity', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'task_diversity', result, '\n'.join(lines), log=log)
   return result
 
 
@@ -427,7 +408,7 @@ def mixers(args, log=print) -> Dict[str, Any]:
                  + ', '.join(_fmt(s) for s in r['jump_steps']) + ' |')
   result = {'study': 'mixers', 'steps': steps, 'match_params': args.match_params,
             'mixers': rows_out}
-  plt = _plt()
+  plt = runner.pyplot()
   fig, ax = plt.subplots(figsize=(8, 4.5))
   for i, r in enumerate(rows_out):
     ic = np.asarray(r['in_context_accuracy'])
@@ -439,7 +420,7 @@ def mixers(args, log=print) -> Dict[str, Any]:
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'mixers.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'mixers', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'mixers', result, '\n'.join(lines), log=log)
   return result
 
 
@@ -468,7 +449,7 @@ def kirsch(args, log=print) -> Dict[str, Any]:
     label = '∞ (fresh)' if r['num_tasks'] == 0 else str(r['num_tasks'])
     lines.append(f'| {label} | {seen:.3f} | {new:.3f} | {phase} |')
   result = {'study': 'kirsch', 'steps': steps, 'pools': rows_out}
-  plt = _plt()
+  plt = runner.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4))
   finite = [r for r in rows_out if r['num_tasks'] > 0]
   xs = [r['num_tasks'] for r in finite]
@@ -481,7 +462,7 @@ def kirsch(args, log=print) -> Dict[str, Any]:
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'kirsch.png'), dpi=120)
   plt.close(fig)
-  _write(args.out, 'kirsch', result, '\n'.join(lines), log)
+  runner.write_results(args.out, 'kirsch', result, '\n'.join(lines), log=log)
   return result
 
 
