@@ -1,5 +1,5 @@
 """studies/runner.py: the files a study writes, the cache of intermediate results, and the
-run helper's reuse of a finished run."""
+reuse of a finished run by train_run."""
 import json
 
 import pytest
