@@ -4,6 +4,7 @@
   python bench.py --sizes=standard --steps=20
   python bench.py --mixers=all --lengths=128,256,512,1024,2048,4096   # step time vs length
   python bench.py --seeds=1,8,32           # one step training N tiny models at once vs 1
+  python bench.py --preference=runs/regbench_tiny   # preference steps: on-policy vs offline
 
 Prints the matrix-multiply peak (measured here: median and spread of repeated timed trials;
 theoretical: from the CPU's vector units and clock, or the GPU's datasheet, where known), then
@@ -40,6 +41,10 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     'keep_freed_memory', False, 'Workers keep freed host memory (training.perf.'
     'keep_freed_memory): no per-call page faults on the CPU backend.')
 _PEAK_TRIALS = flags.DEFINE_integer('peak_trials', 20, 'Timed trials of the matmul peak.')
+_PREFERENCE = flags.DEFINE_string(
+    'preference', '', 'A pretrained REGBENCH run (with its offline pairs built by python -m '
+    'training.preference_data): time the preference step of configs/preference_regbench.py '
+    'on-policy, offline and as filtered SFT, same model and batch.')
 _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
 _WORKER = flags.DEFINE_string('_worker', '', 'Internal: run one configuration.')
 
@@ -85,6 +90,8 @@ def _train_fn_api():
   metrics)) for the loop's current API (step.py's (state, rest, frozen) step or the older
   loop.py's state-only step)."""
   import inspect
+  import jax
+  import jax.numpy as jnp
   try:
     from training.setup import make_setup
     from training.step import init_state, make_train_fn
@@ -95,8 +102,11 @@ def _train_fn_api():
       return make_train_fn(setup, graphdef, rest, n).lower(state).compile()
   else:                                                           # (state, rest_N, frozen)
     def compile_fn(setup, graphdef, rest, state, n):
-      compiled = make_train_fn(setup, graphdef, n).lower(state, rest, None).compile()
-      return lambda state: compiled(state, rest, None)
+      # Objectives with a frozen reference (preference): the initial parameters stand in.
+      frozen = (jax.tree.map(jnp.copy, state['params'])
+                if setup.objective_metadata.get('needs_reference') else None)
+      compiled = make_train_fn(setup, graphdef, n).lower(state, rest, frozen).compile()
+      return lambda state: compiled(state, rest, frozen)
   return init_state, make_setup, compile_fn
 
 
@@ -121,6 +131,9 @@ def _time_one(spec):
       config.task.curriculum = False
   if spec.get('batch'):
     config.train.batch_size = spec['batch']
+  for key, value in spec.get('overrides', {}).items():
+    section, name = key.split('.')
+    config[section][name] = value
   num_seeds = spec.get('num_seeds', 1)
   if 'num_seeds' in spec:
     if 'num_seeds' not in config.train:
@@ -159,6 +172,8 @@ def _time_one(spec):
   flops = num_seeds * model_flops_per_step(config, io, params - embed, config.model.num_layers,
                                            config.model.d_model, io.seq_len, batch)
   row = dict(task=spec['task'], size=spec['size'], mixer=config.model.mixer,
+             objective=config.objective.name,
+             mode=config.objective.get('mode', ''),
              layers=config.model.num_layers, d_model=config.model.d_model,
              heads=config.model.num_heads, seq_len=io.seq_len, batch=batch,
              num_seeds=num_seeds, steps_per_call=steps_per_call, calls=calls,
@@ -244,6 +259,11 @@ def main(argv):
          f'{", ".join(sorted(MIXERS))}, or all'),
         (not _LENGTHS.value or not all(l.isdigit() and int(l) >= 2 for l in _LENGTHS.value),
          f'--lengths={",".join(_LENGTHS.value)!r} is invalid: integers >= 2'),
+        (bool(_PREFERENCE.value) and not os.path.isdir(os.path.join(_PREFERENCE.value,
+                                                                     'preference_pairs')),
+         f'--preference={_PREFERENCE.value!r} is invalid: no {_PREFERENCE.value}/'
+         f'preference_pairs (train the run, then python -m training.preference_data '
+         f'--config configs/preference_regbench.py:tiny --config.train.init_from=RUN)'),
         (bool(_JSON.value) and (os.path.isdir(_JSON.value) or not os.path.isdir(json_dir) or
                                 not os.access(json_dir, os.W_OK)),
          f'--json={_JSON.value!r} is invalid: not a writable file path (is its directory there?)'),
@@ -277,6 +297,27 @@ def main(argv):
       ratio = mixer_rows[-1]['step_ms'] / mixer_rows[-2]['step_ms'] if len(mixer_rows) > 1 else 1
       print(f'| {name} | {mixer_rows[0]["params"]:,} | ' + ' | '.join(cells) +
             f' | {ratio:.1f}x |', flush=True)
+  elif _PREFERENCE.value:
+    run = _PREFERENCE.value
+    variants = (('preference (DPO)', 'preference', 'on_policy'),
+                ('preference (DPO)', 'preference', 'offline'),
+                ('filtered SFT', 'sft', 'on_policy'), ('filtered SFT', 'sft', 'offline'))
+    print('configs/preference_regbench.py:tiny (169k parameters), batch 32 prompts x 2 '
+          'completions of 13 tokens; one step = sampling (on-policy) or a dataset read '
+          '(offline), judge, policy and reference forward, backward, update')
+    print('| objective | mode | compile (s) | step (ms) | prompts/s | peak mem (MiB) |')
+    print('|---|---|---|---|---|---|')
+    for label, objective, mode in variants:
+      overrides = {'train.init_from': run, 'objective.name': objective, 'objective.mode': mode,
+                   'objective.offline_data': os.path.join(run, 'preference_pairs')}
+      spec = dict(task='preference_regbench', size='tiny', dtype=_DTYPE.value,
+                  batch=_BATCH.value, steps_per_call=_STEPS_PER_CALL.value or 5,
+                  calls=_STEPS.value // (_STEPS_PER_CALL.value or 5) if _STEPS.value else 0,
+                  overrides=overrides, keep_freed_memory=keep)
+      row = spawn(spec)
+      rows.append(row)
+      print(f'| {label} | {mode} | {row["compile_s"]:.1f} | {row["step_ms"]:.1f} | '
+            f'{row["examples_per_s"]:.0f} | {row["peak_memory_mb"]:.0f} |', flush=True)
   elif _SEEDS.value:
     size = _SIZES.value[0]
     steps_per_call = _default_steps_per_call(size)

@@ -26,11 +26,14 @@ OVERRIDES = {'train.init_from': 'runs/regbench_tiny', 'train.num_steps': 200,
 
 
 def get_sweep():
-  members = [{'name': loss, 'objective.loss_type': loss} for loss in LOSS_TYPES]
-  members.append({'name': 'sigmoid_offline', 'objective.loss_type': 'sigmoid',
-                  'objective.mode': 'offline'})
-  members.append({'name': 'sft_on_policy', 'objective.name': 'sft'})
-  members.append({'name': 'sft_offline', 'objective.name': 'sft', 'objective.mode': 'offline'})
+  # Tajwar et al.'s 2x2 (on-policy / offline, with / without a negative gradient) first.
+  members = [{'name': 'sigmoid', 'objective.loss_type': 'sigmoid'},
+             {'name': 'sigmoid_offline', 'objective.loss_type': 'sigmoid',
+              'objective.mode': 'offline'},
+             {'name': 'sft_on_policy', 'objective.name': 'sft'},
+             {'name': 'sft_offline', 'objective.name': 'sft', 'objective.mode': 'offline'}]
+  members += [{'name': loss, 'objective.loss_type': loss} for loss in LOSS_TYPES
+              if loss != 'sigmoid']
   return {
       'config': 'configs/preference_regbench.py:tiny',
       'overrides': OVERRIDES,
