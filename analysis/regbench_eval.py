@@ -271,6 +271,12 @@ def summary(result: Dict[str, Any]) -> str:
     lines.append(f'  generation: {gen["num_complete_strings"]} strings, accepted '
                  f'{fmt(gen["string_accept_rate"])}, legal tokens '
                  f'{fmt(gen["token_legal_rate"])}')
+  ref = result.get('reference_generation')
+  if ref and 'skipped' not in ref:
+    fmt = lambda v: 'n/a' if v is None else f'{v:.3f}'
+    lines.append(f'  reference generation: {ref["num_complete_strings"]} strings, accepted '
+                 f'{fmt(ref["string_accept_rate"])}, legal tokens '
+                 f'{fmt(ref["token_legal_rate"])}')
   return '\n'.join(lines)
 
 
@@ -284,7 +290,8 @@ def plot(result: Dict[str, Any], png_path: str) -> None:
   panels = (('accuracy', 'accuracy (greedy token legal)'), ('tv', 'total variation'),
             ('nll', 'NLL (nats)'))
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-  styles = {'model': dict(color='black', linewidth=2.2), 'automaton': dict(linestyle='--')}
+  styles = {'model': dict(color='black', linewidth=2.2), 'automaton': dict(linestyle='--'),
+            'reference': dict(color='gray', linewidth=2.2, linestyle=':')}  # before fine-tuning
   for ax, (key, label) in zip(axes, panels):
     for name, metrics in result['metrics'].items():
       values = metrics['by_string'][key]

@@ -29,7 +29,31 @@ def evaluate_seed(run: Dict[str, Any], seed_index: int, evaluator, suite: str, *
                                batch_size=run['config'].eval.batch_size)
   result['checkpoint_step'] = run['step']
   result['train_seed'] = setup.seeds[seed_index]
+  _add_reference(result, run, seed_index, evaluator, suite, task, num_prompts, seed)
   return result
+
+
+REFERENCE_ROW = 'reference'
+
+
+def _add_reference(result, run, seed_index, evaluator, suite, task, num_prompts, seed):
+  """A run fine-tuned from another (preference, SFT) is evaluated beside its frozen
+  reference on the same prompts: the reference's rows join the model's and the baselines'
+  (`metrics` / `curves` under REFERENCE_ROW, and `reference_generation`), so the JSON and the
+  plot show what fine-tuning kept or lost of in-context learning."""
+  from analysis.base import make_model_fns
+  from runlib.reference import reference_model
+  reference = reference_model(run, seed_index)
+  if reference is None:
+    return
+  other = evaluator.run_suite(suite, make_model_fns(reference, task), task, run['config'],
+                              num_prompts=num_prompts, seed=seed,
+                              batch_size=run['config'].eval.batch_size)
+  for container in ('metrics', 'curves'):
+    if 'model' in other.get(container, {}):
+      result[container][REFERENCE_ROW] = other[container]['model']
+  if 'generation' in other:
+    result['reference_generation'] = other['generation']
 
 
 def suite_over_seeds(run: Dict[str, Any], evaluator, suite: str, out_dir: str, *,

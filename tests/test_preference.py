@@ -125,7 +125,7 @@ def test_the_automaton_judges_true_strings_and_drops_identical_pairs(source):
 @pytest.mark.parametrize('mode', ['on_policy', 'offline'])
 def test_training_moves_the_policy_and_never_the_reference(source, tmp_path, mode):
   import json
-  from training.init_from import ReferenceStore
+  from runlib.reference import ReferenceStore
   from training.loop import restore_run
   from training import preference_data
   config = preference(source, mode=mode, beta=0.5, judge='length',   # few ties: pairs train
@@ -301,7 +301,7 @@ def test_kl_estimate_matches_the_exact_kl_of_a_tiny_policy(source):
 
 
 def test_sft_then_dpo_chain_uses_the_sft_model_as_reference(source, tmp_path):
-  from training.init_from import ReferenceStore
+  from runlib.reference import ReferenceStore
   from training.loop import restore_run
   sft_config = preference(source, judge='length')
   sft_config.objective.name = 'sft'
@@ -316,3 +316,23 @@ def test_sft_then_dpo_chain_uses_the_sft_model_as_reference(source, tmp_path):
   for a, b in zip(leaves(frozen), leaves(sft_params)):
     np.testing.assert_array_equal(a, b)
   assert any(np.any(a != b) for a, b in zip(leaves(sft_params), leaves(source_params)))
+
+
+def test_eval_puts_the_reference_beside_the_fine_tuned_model(source, tmp_path):
+  """eval.py's suites on a fine-tuned run carry a `reference` row: the frozen reference's
+  metrics on the same prompts, equal to evaluating the source run itself."""
+  from analysis.evaluators import get_evaluator
+  from analysis.run_eval import evaluate_seed
+  from training.loop import restore_run
+  config = preference(source, judge='length')
+  workdir = str(tmp_path / 'dpo')
+  train(config, workdir, devices=ONE, log=quiet)
+  evaluator = get_evaluator('regbench')
+  tuned = evaluate_seed(restore_run(workdir), 0, evaluator, 'train', num_prompts=16, seed=3)
+  original = evaluate_seed(restore_run(source), 0, evaluator, 'train', num_prompts=16, seed=3)
+  assert 'reference' not in original['metrics']
+  for key in ('accuracy', 'tv', 'nll'):
+    assert tuned['metrics']['reference'][key] == pytest.approx(
+        original['metrics']['model'][key], rel=1e-5)
+  assert tuned['metrics']['model']['nll'] != pytest.approx(original['metrics']['model']['nll'],
+                                                           rel=1e-7)

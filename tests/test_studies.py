@@ -171,7 +171,7 @@ def test_frozen_reference_never_changes_and_survives_resume(tmp_path):
       assert os.path.isdir(os.path.join(workdir, 'reference', 'params'))
       shutil.rmtree(source)                 # resume must not need the source run any more
       done = train(config, workdir, devices=ONE, log=quiet)
-      from training.init_from import ReferenceStore
+      from runlib.reference import ReferenceStore
       from training.setup import make_setup
       frozen, shared = ReferenceStore(workdir, make_setup(config, ONE).mesh).restore()
       for a, b in zip(jax.tree.leaves(jax.device_get(frozen)), params_of(first, 0)):

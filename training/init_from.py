@@ -15,7 +15,6 @@ from typing import Any, Optional, Tuple
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from core import ConfigError
 
@@ -105,33 +104,3 @@ def load_init_params(setup, log=print) -> Optional[InitParams]:
                       f'{source_seeds}')
   log(f'initialised from {path} at step {run["step"]} ({source_seeds} seed(s))')
   return InitParams(params_N, frozen, shared, path, run['step'])
-
-
-class ReferenceStore:
-  """The frozen reference parameters of a run, saved once in `<workdir>/reference/`."""
-
-  def __init__(self, workdir: str, mesh):
-    self.directory = os.path.abspath(os.path.join(workdir, 'reference'))
-    self.replicated = NamedSharding(mesh, P())
-
-  def exists(self) -> bool:
-    return os.path.isdir(os.path.join(self.directory, 'params'))
-
-  def save(self, frozen, shared: bool) -> None:
-    import orbax.checkpoint as ocp
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(self.directory, 'params.orbax-tmp'), frozen)
-      ckptr.wait_until_finished()
-    if jax.process_index() == 0:
-      os.replace(os.path.join(self.directory, 'params.orbax-tmp'),
-                 os.path.join(self.directory, 'params'))
-      with open(os.path.join(self.directory, 'shared'), 'w') as f:
-        f.write('1' if shared else '0')
-
-  def restore(self):
-    import orbax.checkpoint as ocp
-    with open(os.path.join(self.directory, 'shared')) as f:
-      shared = f.read().strip() == '1'
-    with ocp.StandardCheckpointer() as ckptr:
-      frozen = ckptr.restore(os.path.join(self.directory, 'params'))
-    return jax.device_put(frozen, self.replicated), shared

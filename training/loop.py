@@ -24,7 +24,8 @@ from runlib.checkpoint import Checkpointer
 from runlib.positions import make_eval_fn
 from runlib.restored import seed_model
 from training import hooks as hooks_lib
-from training.init_from import load_init_params, ReferenceStore
+from runlib.reference import ReferenceStore
+from training.init_from import load_init_params
 from training.setup import Setup, eval_steps, log_spaced_steps, make_setup
 from training.step import init_state, make_train_fn
 from training.workdir import (WorkdirError, WorkdirLock, check_writable_dir,
