@@ -169,7 +169,9 @@ class GatedLinearAttention(Mixer):
       'expand_v': 1.0,              # d_v = expand_v * d_model (paper: d)
       'gate_low_rank_dim': 16,      # rank of W_a1 W_a2 (paper: 16)
       'gate_logit_normalizer': 16.0,  # tau in alpha = sigmoid(.)^(1/tau) (paper: 16)
-      'chunk_size': 16,             # positions per chunk of the parallel form
+      # Positions per chunk of the parallel form. 8: 1.3-2x faster forward + backward than
+      # 16 at 512 and 2048 tokens (d=64, 2 heads, shared 2-core CPU); the C x C x d_k gate tensor is smaller.
+      'chunk_size': 8,
       'output_norm': 'groupnorm',   # per-head norm of o: groupnorm (paper: LayerNorm) | rmsnorm
       'gate_bias_init': 0.0,        # initial bias b_a of the gate logits
   }

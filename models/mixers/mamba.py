@@ -42,6 +42,9 @@ class Mamba(Mixer):
   the parallel form's extra work is not hidden; 'auto': sequential on CPU, else associative),
   chunk_size (0: use `scan`; C >= 1: the chunk-parallel form with C positions per chunk).
   Every form computes the same recurrence with the same parameters."""
+  # chunk_size 0: on a 2-core CPU the sequential scan's forward + backward is 1.5-2.3x faster
+  # than chunks of 2 or 4 at 128-2048 tokens (d=64); chunks trade C times the scan's
+  # elementwise work for T / C sequential steps.
   default_options = dict(state_dim=16, expand=2, d_conv=4, dt_rank='auto', dt_min=0.001,
                          dt_max=0.1, scan='auto', chunk_size=0)
 

@@ -38,6 +38,8 @@ class S4D(Mixer):
   Options: state_dim N (even; N/2 complex modes), dt_min, dt_max (initial Δ range),
   chunk_size (0: FFT convolution over the whole sequence; C >= 1: chunk-parallel form).
   """
+  # chunk_size 0: on a 2-core CPU the FFT is faster at 128 tokens and level at 512 with chunks
+  # of 32-64, which win by 10-20% only at 2048 (d=64).
   default_options = dict(state_dim=64, dt_min=0.001, dt_max=0.1, chunk_size=0)
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
