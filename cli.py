@@ -41,9 +41,11 @@ def config_file_problem(spec: str):
 
 
 def validate_eval_config(config):
-  """Raises ConfigError for evaluation settings a run uses after training (suite, baselines,
-  generation), so that a bad one stops `train.py` / `sweep.py` before anything is trained."""
+  """Raises ConfigError for evaluation settings a run uses during or after training (suites,
+  baselines, generation), so that a bad one stops `train.py` / `sweep.py` before anything is
+  trained."""
   from analysis.evaluators import get_evaluator, resolve_suites
+  from analysis.train_suites import check_train_suites
   from core import ConfigError, require
   from data import TASKS
   e = config.eval
@@ -52,6 +54,7 @@ def validate_eval_config(config):
     resolve_suites(evaluator, e.get('suite', '') or '')
   except ConfigError as error:   # worded for --suite: name the config key instead
     raise ConfigError(str(error).replace('--suite=', 'config.eval.suite=', 1)) from None
+  check_train_suites(config)
   if 'baselines' in e:
     from baselines.regression import validate_baselines_config
     validate_baselines_config(config)

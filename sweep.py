@@ -4,7 +4,7 @@
   python sweep.py --sweep ... --workdir ... --worker 3 --num-workers 8   # one machine's share
   python sweep.py --sweep ... --workdir ... --gather                      # table only
 
-The sweep file format is described in training/sweeps.py. Members that share every shape
+The sweep file format is described in studies/sweeps.py. Members that share every shape
 train together as one vmapped run. Each run lives in <workdir>/<run> (re-running resumes or
 skips finished runs). Without --worker every run is trained here and the table written
 (<workdir>/summary.{json,md,png}); with --worker I --num-workers N only the runs of share I
@@ -53,7 +53,7 @@ def main(argv):
   if _GATHER.value and worker is not None:
     fail('--gather trains nothing: drop --worker / --num-workers')
   from core import ConfigError
-  from training import sweeps
+  from studies import sweeps
   from training.workdir import WorkdirError, check_writable_dir
   try:
     try:

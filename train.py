@@ -31,13 +31,15 @@ def main(argv):
     fail('--workdir is required: the directory where this run writes its checkpoints and '
          'metrics')
   setup_jax(config)
+  from analysis.train_suites import training_hooks
   from training.loop import NonFiniteLossError, train
   from training.workdir import WorkdirError
   from core import ConfigError
   from cli import validate_eval_config
   try:
     validate_eval_config(config)   # what the run's evaluations will use: checked before training
-    result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                   hooks=training_hooks(config))   # the suites of eval.train_suites
   except (ConfigError, WorkdirError, NonFiniteLossError) as e:
     fail(str(e))
   loss = result['loss']

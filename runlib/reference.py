@@ -42,6 +42,8 @@ class ReferenceStore:
 def reference_model(run: Dict[str, Any], seed_index: int) -> Optional[Any]:
   """The nnx model of seed `seed_index`'s frozen reference, or None when the run has none."""
   from flax import nnx
+  if not run.get('workdir'):   # a run held in memory only (no work directory): no reference
+    return None
   store = ReferenceStore(run['workdir'], jax.sharding.Mesh(jax.devices()[:1], ('data',)))
   if not store.exists():
     return None

@@ -280,7 +280,7 @@ def run_name(depth: int, width: int) -> str:
 
 def grid_config(depth: int, width: int, steps: int = NUM_STEPS,
                 noise_stds: Sequence[float] = NOISE_STDS):
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   noise = ','.join(f'{s:g}' for s in noise_stds)
   return member_config({'config': CONFIG, 'overrides': {
       'model.num_layers': depth, 'model.d_model': width, 'model.num_heads': 2,

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
   parser.add_argument('--num_prompts', type=int, default=1280)
   args = parser.parse_args(argv)
   from training.loop import restore_run
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   overrides = {'train.progress': False}
   if args.steps:
     overrides['train.num_steps'] = args.steps

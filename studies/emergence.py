@@ -51,7 +51,7 @@ STUDIES = ('jump', 'distribution', 'transience', 'task_diversity', 'mixers', 'ki
 # ---- runs -------------------------------------------------------------------------------------
 
 def load_config(spec: str, overrides: Dict[str, Any]):
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   return member_config({'config': spec, 'overrides': overrides}, {'name': 'study'})
 
 

@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str]):
 
 
 def task_config(task: str, args):
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   overrides: Dict[str, Any] = {'train.progress': False}
   if args.steps:
     overrides['train.num_steps'] = args.steps

@@ -80,7 +80,7 @@ def paired_task_class():
 def study_config(name: str, args):
   """The config of one model: one attention-only layer, 4 heads, width 32, no positions."""
   from configs.common import base_config
-  from training.sweeps import set_key
+  from studies.sweeps import set_key
   task = dict(n_dims=N_DIMS, n_points=args.train_points + 1, noise_std=NOISE_STD, loss_at='last')
   train = dict(num_steps=args.steps, learning_rate=1e-3, warmup_steps=100, batch_size=64,
                checkpoint_every=max(args.steps // 40 * 10, 10), progress=False)

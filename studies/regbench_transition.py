@@ -57,7 +57,7 @@ def parse_args(argv: Sequence[str]):
 
 def run_config(args):
   from models.zoo import position_for
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   overrides = {'train.num_steps': args.steps, 'train.checkpoint_every': args.every,
                'eval.every': args.every, 'eval.num_log_evals': 0, 'eval.train_suites': 'test',
                'train.progress': False}

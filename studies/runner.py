@@ -11,11 +11,13 @@ from typing import Any, Callable, Optional
 
 def train_run(config, workdir: str, log: Callable[[str], None] = print, **train_kwargs) -> float:
   """Brings the run in `workdir` to `config.train.num_steps` steps: trains it from scratch,
-  resumes it, or leaves it as it is when it has finished (training.loop.train). Returns the
-  seconds that took (about 0 for a finished run)."""
+  resumes it, or leaves it as it is when it has finished (training.loop.train, with the hooks
+  analysis adds: the suites of `eval.train_suites`). Returns the seconds that took (about 0
+  for a finished run)."""
+  from analysis.train_suites import training_hooks
   from training.loop import train
   start = time.time()
-  train(config, workdir, log=log, **train_kwargs)
+  train(config, workdir, log=log, **{'hooks': training_hooks(config), **train_kwargs})
   return time.time() - start
 
 

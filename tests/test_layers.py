@@ -15,10 +15,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # everything below them, nothing else. A unit is a top-level package or module, or
 # configs.common (the config schema runs read back; the experiment files beside it may name
 # what training defines). Reading up from the bottom:
-#   core < data, models < baselines < runlib, configs.common < analysis < training
+#   core < data, models < baselines < runlib, configs.common < training, analysis
 #        < cli, configs < studies and the entry points
-# (models sits beside data and baselines: neither side imports the other). The code of an entry
-# point (`def main`, `if __name__ == '__main__':`) is at the top, whatever file holds it.
+# (models sits beside data and baselines, and training beside analysis: neither side imports
+# the other; what both need of a run is in runlib, and a hook of analysis reaches the training
+# loop as an argument from above). The code of an entry point (`def main`,
+# `if __name__ == '__main__':`) is at the top, whatever file holds it.
 SITS_ON = {
     'core': (),
     'data': ('core',),
@@ -27,8 +29,8 @@ SITS_ON = {
     'runlib': ('data', 'models'),
     'configs.common': ('baselines', 'models'),
     'analysis': ('baselines', 'runlib'),
-    'training': ('analysis', 'configs.common'),
-    'cli': ('training',),
+    'training': ('runlib', 'configs.common'),
+    'cli': ('training', 'analysis'),
     'configs': ('training',),
     'studies': ('cli', 'configs'),
     'train': ('cli',),
@@ -36,6 +38,9 @@ SITS_ON = {
     'sweep': ('cli',),
     'bench': ('cli',),
 }
+# Pairs of units of which neither may import the other, at any depth: the order above leaves
+# them side by side, and this keeps a later edit of it from stacking one on the other.
+SIDE_BY_SIDE = (('training', 'analysis'), ('models', 'data'), ('models', 'baselines'))
 # Directories at the top that hold no importable code of the lab.
 NOT_UNITS = ('tests', 'docs', 'runs', 'workdirs')
 # Modules that are only a command line (`python -m ...`, imported by no lab code): they sit at
@@ -194,6 +199,18 @@ def test_import_rules(unit):
   assert not against_the_order(edges, lab_order(), known=KNOWN_AGAINST_THE_ORDER)
 
 
+def test_side_by_side_units_stay_apart():
+  """training imports nothing of analysis and analysis nothing of training (and likewise for
+  the other pairs): in the declared order and in the code."""
+  allowed = below(lab_order())
+  for a, b in SIDE_BY_SIDE:
+    assert b not in allowed[a] and a not in allowed[b], (a, b)
+  crossing = [f'{path}:{line}: {module}' for path, line, source, module, target in _lab_edges()
+              if {source, target} in [set(pair) for pair in SIDE_BY_SIDE]
+              and (path, target) not in KNOWN_AGAINST_THE_ORDER]
+  assert not crossing, crossing
+
+
 def test_no_cycle_between_packages():
   assert cycles(_lab_edges(), known=KNOWN_AGAINST_THE_ORDER) == []
 
@@ -223,8 +240,8 @@ def _write(root, files):
 
 
 def test_checker_reports_upward_imports_and_cycles(tmp_path):
-  """A synthetic tree: analysis imports training inside a function, training imports
-  analysis at the top; a main() may import anything."""
+  """A synthetic tree: analysis and training side by side on runlib, each importing the other
+  inside a function; a main() may import anything, and the script on top imports both."""
   _write(tmp_path, {
       'core/__init__.py': '',
       'runlib/__init__.py': 'import core\n',
@@ -233,18 +250,22 @@ def test_checker_reports_upward_imports_and_cycles(tmp_path):
                             'def evaluate():\n  from training.loop import restore_run\n\n'
                             'def main(argv):\n  from train import cli\n'),
       'training/__init__.py': '',
-      'training/hooks.py': 'from analysis import suite\n',
-      'train.py': 'import training.hooks\n\nif __name__ == "__main__":\n  import analysis\n',
+      'training/hooks.py': ('from runlib import positions\n\n'
+                            'def close():\n  from analysis import suite\n'),
+      'train.py': ('import analysis.suite\nimport training.hooks\n\n'
+                   'if __name__ == "__main__":\n  import studies\n'),
   })
   sits_on = {'core': (), 'runlib': ('core',), 'analysis': ('runlib',),
-             'training': ('analysis',), 'train': ('training',)}
+             'training': ('runlib',), 'train': ('training', 'analysis')}
   assert discover_units(tmp_path) == set(sits_on)
   edges = import_edges(tmp_path, set(sits_on))
   assert against_the_order(edges, sits_on) == [
-      'analysis/suite.py:4: analysis imports training.loop (training is not below analysis)']
+      'analysis/suite.py:4: analysis imports training.loop (training is not below analysis)',
+      'training/hooks.py:4: training imports analysis (analysis is not below training)']
   assert cycles(edges) == [['analysis', 'training']]
-  # the same tree without the upward import: nothing to report
-  _write(tmp_path, {'analysis/suite.py': 'from runlib import positions\n'})
+  # the same tree without the imports between the two: nothing to report
+  _write(tmp_path, {'analysis/suite.py': 'from runlib import positions\n',
+                    'training/hooks.py': 'from runlib import positions\n'})
   edges = import_edges(tmp_path, set(sits_on))
   assert against_the_order(edges, sits_on) == [] and cycles(edges) == []
 

@@ -62,7 +62,7 @@ def test_cached_json_computes_once_and_recomputes_what_is_not_valid(tmp_path):
 
 
 def test_train_run_reuses_a_finished_run(tmp_path):
-  from training.sweeps import member_config
+  from studies.sweeps import member_config
   config = member_config({'config': 'configs/linear_regression.py:tiny',
                           'overrides': {'train.num_steps': 4, 'train.progress': False,
                                         'train.log_every': 2, 'eval.num_log_evals': 0}},

@@ -81,7 +81,7 @@ def test_objective_the_task_does_not_accept_fails_before_writing(tmp_path):
   with pytest.raises(ConfigError, match="task 'linear_regression' accepts regression_mse"):
     train(config, str(tmp_path / 'w'), devices=ONE, log=quiet)
   config.objective.name = 'bogus'
-  with pytest.raises(ConfigError, match='known objectives are classification_ce, logistic_bce, next_token, preference, regression_mse'):
+  with pytest.raises(ConfigError, match='known objectives are classification_ce, context_preference, logistic_bce, next_token, preference, regression_mse, sft'):
     train(config, str(tmp_path / 'w'), devices=ONE, log=quiet)
   assert not os.path.exists(tmp_path / 'w')
 
@@ -194,7 +194,11 @@ def test_full_suites_on_the_schedule_match_a_later_evaluation(tmp_path):
   config.eval.train_suites = 'in_distribution,scaled_x'
   config.eval.train_prompts = 16
   workdir = str(tmp_path / 'run')
-  train(config, workdir, devices=ONE, log=quiet)
+  from analysis.train_suites import training_hooks
+  with pytest.raises(ConfigError, match='eval.train_suites.*only when given their hook'):
+    train(config, workdir, devices=ONE, log=quiet)     # training alone cannot run the suites
+  assert not os.path.exists(workdir)
+  train(config, workdir, devices=ONE, log=quiet, hooks=training_hooks(config))
   evals = [r for r in rows(workdir, 'eval') if 'eval/scaled_x/model_error_last' in r]
   assert [r['step'] for r in evals] == [1, 20]
   during = json.load(open(os.path.join(workdir, 'eval', 'in_distribution', 'step_20.json')))
@@ -208,7 +212,7 @@ def test_full_suites_on_the_schedule_match_a_later_evaluation(tmp_path):
       after['curves']['model']['mean'][-1], rel=1e-5)
   config.eval.train_suites = 'in_distribution,upside_down'
   with pytest.raises(ConfigError, match='eval.train_suites.*suites of this task'):
-    train(config, str(tmp_path / 'bad'), devices=ONE, log=quiet)
+    training_hooks(config)
 
 
 def test_weight_forgetting_redraws_only_the_embeddings(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from configs.linear_regression import get_config
 from models.zoo import count_params, match_width
-from training.sweeps import set_key
+from studies.sweeps import set_key
 
 
 @pytest.mark.parametrize('mixer', ['attention', 'gla', 'lstm'])
@@ -71,8 +71,8 @@ def get_sweep():
 
 
 def test_members_that_share_shapes_become_one_vmapped_run(tmp_path):
-  from training.sweeps import plan_groups, worker_groups
-  from training.sweeps import load_sweep
+  from studies.sweeps import plan_groups, worker_groups
+  from studies.sweeps import load_sweep
   path = tmp_path / 'sweep.py'
   path.write_text(SWEEP_FILE)
   sweep = load_sweep(str(path))

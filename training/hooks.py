@@ -1,11 +1,9 @@
-"""Host-side hooks around the compiled calls: metrics, progress, checkpoints, scheduled evals.
+"""The hooks the host loop builds itself: metrics, progress, checkpoints, scheduled evals.
 
-The loop (training/loop.py) dispatches one compiled call at a time and tells every hook:
-  `stops()`                  steps at which a call must end (a checkpoint or an evaluation)
-  `on_metrics(first, host)`  a finished call's metrics, read on the host (name -> (steps, N))
-  `after_call(loop, step)`   a call reaching `step` was dispatched (its result may be pending)
-  `close(loop)`              the run ends (normally or not)
-A new study adds a hook; `train()` does not grow another branch.
+The protocol (`stops`, `at_start`, `on_metrics`, `after_call`, `close`) is runlib/hooks.py's;
+hooks from layers above training (the full suites of `eval.train_suites`, analysis/) are
+handed to `training.loop.train(..., hooks=[...])` as factories. A new study adds a hook;
+`train()` does not grow another branch.
 """
 from __future__ import annotations
 
@@ -16,13 +14,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from runlib.hooks import Hook, seed_values as _values
 from runlib.positions import icl_score
-
-
-def _values(array_N: np.ndarray):
-  """A scalar for one seed, a list for many (one entry per seed)."""
-  array_N = np.asarray(array_N, np.float64)
-  return float(array_N[0]) if array_N.size == 1 else [float(x) for x in array_N]
 
 
 class MetricsWriter:
@@ -66,23 +59,6 @@ class MetricsWriter:
       self.file.close()
       for w in self.writers:
         w.close()
-
-
-class Hook:
-  def stops(self) -> set:
-    return set()
-
-  def at_start(self, loop) -> None:
-    pass
-
-  def on_metrics(self, first_step: int, host: Dict[str, np.ndarray]) -> None:
-    pass
-
-  def after_call(self, loop, step: int) -> None:
-    pass
-
-  def close(self, loop) -> None:
-    pass
 
 
 class LogMetrics(Hook):
@@ -207,51 +183,8 @@ class ScheduledEval(Hook):
   def close(self, loop):
     self._consume()
     if self.enabled and os.path.isdir(self.dir):
-      from analysis.plots import plot_position_curves_through_training
+      from runlib.positions_plot import plot_position_curves_through_training
       plot_position_curves_through_training(self.dir, os.path.join(self.dir, 'curves.png'))
-
-
-class ScheduledSuites(Hook):
-  """Full evaluation suites (model against baselines, analysis/) at the scheduled steps, run on
-  the host for every seed: eval/<suite>/step_<n>[_seed_<i>].json and a row per step with the
-  model's last-position value of each headline curve. Slower than ScheduledEval (baselines are
-  recomputed each time); meant for the few steps where a study needs the full comparison."""
-
-  def __init__(self, setup, graphdef, steps, suites, writer: MetricsWriter, workdir: str,
-               num_prompts: int, enabled: bool):
-    self.setup, self.graphdef, self.steps = setup, graphdef, set(steps)
-    self.suites, self.writer, self.workdir = list(suites), writer, workdir
-    self.num_prompts, self.enabled = num_prompts, enabled
-
-  def stops(self):
-    return set(self.steps) if self.suites else set()
-
-  def after_call(self, loop, step):
-    if not self.suites or step not in self.steps or not self.enabled:
-      return
-    from analysis.evaluators import get_evaluator
-    from analysis.run_eval import evaluate_seed
-    loop.drain()
-    config = self.setup.config
-    evaluator = get_evaluator(self.setup.task.eval_family)
-    run = {'setup': self.setup, 'graphdef': self.graphdef, 'config': config, 'step': step,
-           'params': loop.state['params'], 'rest': loop.rest}
-    row = {'step': step, 'kind': 'eval'}
-    for suite in self.suites:
-      directory = os.path.join(self.workdir, 'eval', suite)
-      os.makedirs(directory, exist_ok=True)
-      heads: Dict[str, list] = {}
-      for i in range(self.setup.num_seeds):
-        result = evaluate_seed(run, i, evaluator, suite, num_prompts=self.num_prompts,
-                               seed=config.eval.seed)
-        name = f'step_{step}.json' if self.setup.num_seeds == 1 else f'step_{step}_seed_{i}.json'
-        write_json_atomic(os.path.join(directory, name), result)
-        for label, (_, curve) in evaluator.seed_curves(result).items():
-          finite = [v for v in curve if v is not None]
-          heads.setdefault(label, []).append(finite[-1] if finite else float('nan'))
-      for label, values in heads.items():
-        row[f'eval/{suite}/{label.replace(" ", "_")}_last'] = _values(np.asarray(values))
-    self.writer.write(row)
 
 
 def _json_list(array) -> list:

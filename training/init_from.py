@@ -39,9 +39,9 @@ def parse_init_from(spec: str) -> Tuple[str, Optional[int]]:
 
 
 def _model_differences(source_config, config, source_io, io):
-  from training.loop import _flatten
-  old = _flatten(source_config.model.to_dict())
-  new = _flatten(config.model.to_dict())
+  from training.loop import flatten_config
+  old = flatten_config(source_config.model.to_dict())
+  new = flatten_config(config.model.to_dict())
   diffs = [f'model.{k} ({old.get(k, "<missing>")!r} there, {new.get(k, "<missing>")!r} here)'
            for k in sorted(set(old) | set(new))
            if k.split('.')[0] not in _FREE_MODEL_KEYS and old.get(k) != new.get(k)

@@ -5,7 +5,8 @@ device from `fold_in(fold_in(key(seed_i), 1), t)`, so resuming, re-running and s
 any number of devices see the same data. `steps_per_call` steps are fused into one compiled
 call (`lax.scan`); the host dispatches the next call before reading the previous call's
 metrics, so the device never waits. Everything else (metrics, progress, checkpoints,
-scheduled evaluations) is a hook (training/hooks.py).
+scheduled evaluations) is a hook (training/hooks.py); a caller adds its own hooks as factories
+(`train(..., hooks=[...])`, runlib/hooks.py), e.g. the full suites of analysis/train_suites.py.
 """
 from __future__ import annotations
 
@@ -13,18 +14,19 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
-from core import ConfigError
+from core import ConfigError, require
 from runlib.checkpoint import Checkpointer
+from runlib.hooks import HookContext
 from runlib.positions import make_eval_fn
+from runlib.reference import ReferenceStore
 from runlib.restored import seed_model
 from training import hooks as hooks_lib
-from runlib.reference import ReferenceStore
 from training.init_from import load_init_params
 from training.setup import Setup, eval_steps, log_spaced_steps, make_setup
 from training.step import init_state, make_train_fn
@@ -75,12 +77,13 @@ def _with_new_keys(saved: Dict[str, Any]) -> Dict[str, Any]:
   return saved
 
 
-def _flatten(tree, prefix=''):
+def flatten_config(tree, prefix=''):
+  """A nested dict as one level of dotted keys ('train.learning_rate': value)."""
   out = {}
   for key, value in tree.items():
     name = f'{prefix}{key}'
     if isinstance(value, dict):
-      out.update(_flatten(value, name + '.'))
+      out.update(flatten_config(value, name + '.'))
     else:
       out[name] = value
   return out
@@ -92,7 +95,7 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any], ignore=RESUMABL
   Only keys both configs hold are compared: a key the saved config lacks was added to the code
   after the run was written, and every new key defaults to the earlier behaviour.
   """
-  old_flat, new_flat = _flatten(old), _flatten(new)
+  old_flat, new_flat = flatten_config(old), flatten_config(new)
   diffs = []
   for key in sorted(set(old_flat) & set(new_flat)):
     if any(key == k or key.startswith(k + '.') for k in ignore):
@@ -215,17 +218,24 @@ class Loop:
     self.drain()
 
 
+HookFactory = Callable[[HookContext], hooks_lib.Hook]
+
+
 def train(config, workdir: str, *, overwrite: bool = False, devices=None,
-          log: Callable[[str], None] = print, stop_after: Optional[int] = None) -> Dict[str, Any]:
+          log: Callable[[str], None] = print, stop_after: Optional[int] = None,
+          hooks: Sequence[HookFactory] = ()) -> Dict[str, Any]:
   """Trains (or resumes) the run described by `config` in `workdir`.
 
   Returns {'step', 'loss', 'state'} of the final step (`loss` per seed when num_seeds > 1).
   `stop_after` ends the run early at that step (after saving), as a killed run would -- used
-  to test resumption. Raises ConfigError for bad config (before anything is written),
-  WorkdirError for an unusable workdir, one holding another run, or a failed write, and
-  NonFiniteLossError (without saving) when the loss or gradient stops being finite.
+  to test resumption. `hooks` are factories of the caller's own hooks, called once the run is
+  set up; `eval.train_suites` needs the one from `analysis.train_suites.training_hooks`.
+  Raises ConfigError for bad config (before anything is written), WorkdirError for an
+  unusable workdir, one holding another run, or a failed write, and NonFiniteLossError
+  (without saving) when the loss or gradient stops being finite.
   """
   setup = make_setup(config, devices)     # all validation happens here, before compiling
+  check_hooks_given(config, hooks)
   init = None
   if _needs_init_params(setup, workdir):   # train.init_from: checked before anything is written
     init = load_init_params(setup, log)
@@ -237,7 +247,7 @@ def train(config, workdir: str, *, overwrite: bool = False, devices=None,
     raise WorkdirError(describe_os_error(e, f'creating --workdir {workdir}'))
   with WorkdirLock(workdir) if is_main else _nothing():
     try:
-      return _train_locked(setup, init, workdir, clear, is_main, log, stop_after)
+      return _train_locked(setup, init, workdir, clear, is_main, log, stop_after, hooks)
     except (ConfigError, WorkdirError, NonFiniteLossError):
       raise
     except Exception as e:  # a full disk or a failed write, possibly wrapped by orbax's threads
@@ -246,6 +256,18 @@ def train(config, workdir: str, *, overwrite: bool = False, devices=None,
         raise
       raise WorkdirError(describe_os_error(os_error, 'writing the run') +
                          '; the last complete checkpoint is intact: re-run to resume') from None
+
+
+def check_hooks_given(config, hooks: Sequence[HookFactory]) -> None:
+  """Raises ConfigError when `eval.train_suites` is set but no given hook `serves` it: the
+  suites are analysis's, which training does not import, and a run that skipped them
+  silently would look complete."""
+  text = str(config.eval.train_suites).strip()
+  served = {getattr(factory, 'serves', None) for factory in hooks}
+  require(not text or 'eval.train_suites' in served, 'eval.train_suites', text,
+          'training.loop.train runs these suites only when given their hook: pass '
+          'hooks=analysis.train_suites.training_hooks(config), as train.py, sweep.py and '
+          'studies/runner.py do')
 
 
 def _needs_init_params(setup: Setup, workdir: str) -> bool:
@@ -268,7 +290,7 @@ class _nothing:
     return False
 
 
-def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
+def _train_locked(setup, init, workdir, clear, is_main, log, stop_after, hook_factories):
   config = setup.config
   t = config.train
   if is_main:
@@ -321,15 +343,14 @@ def _train_locked(setup, init, workdir, clear, is_main, log, stop_after):
     writer = hooks_lib.MetricsWriter(workdir, setup.num_seeds, enabled=is_main)
     eval_fn = make_eval_fn(setup, graphdef, config.eval.train_prompts, config.eval.seed,
                            frozen_shared)
+    context = HookContext(setup, graphdef, writer, workdir, tuple(eval_steps(config)),
+                          start_step, end_step, enabled=is_main)
     hooks: List[hooks_lib.Hook] = [
         hooks_lib.LogMetrics(writer, t.log_every, end_step, t.batch_size, start_step),
         hooks_lib.ScheduledEval(eval_fn, [s for s in eval_steps(config) if s >= start_step],
                                 writer, workdir, setup.seeds, config.eval.train_prompts,
                                 enabled=is_main, icl_metric=setup.task.icl_metric),
-        hooks_lib.ScheduledSuites(setup, graphdef, [s for s in eval_steps(config)
-                                                     if s > start_step],
-                                  setup.train_suites, writer, workdir,
-                                  config.eval.train_prompts, enabled=is_main),
+        *[factory(context) for factory in hook_factories],
         hooks_lib.Checkpoints(checkpointer, t.checkpoint_every,
                               log_spaced_steps(t.num_steps, t.keep_log_checkpoints), end_step),
     ]

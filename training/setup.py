@@ -40,7 +40,6 @@ class Setup:
   seeds: List[int]
   per_seed: Dict[str, np.ndarray]   # 'train.learning_rate' -> values_N (seeds excluded)
   mesh: jax.sharding.Mesh
-  train_suites: List[str] = dataclasses.field(default_factory=list)
 
   @property
   def num_seeds(self) -> int:
@@ -170,21 +169,7 @@ def make_setup(config, devices=None) -> Setup:
   name = config.objective.name
   loss = OBJECTIVES[name](config.objective, task)
   mesh = jax.sharding.Mesh(np.array(devices), ('data',))
-  return Setup(config, task, model, loss, OBJECTIVES.metadata(name), seeds, per_seed, mesh,
-               train_suites(config, task))
-
-
-def train_suites(config, task: Task) -> List[str]:
-  """The evaluator suites `eval.train_suites` names, checked against the task's evaluator."""
-  text = str(config.eval.train_suites).strip()
-  if not text:
-    return []
-  from analysis.evaluators import get_evaluator
-  suites = get_evaluator(task.eval_family).SUITES
-  names = [s.strip() for s in text.split(',') if s.strip()]
-  for name in names:
-    require(name in suites, 'eval.train_suites', text, f'suites of this task: {", ".join(suites)}')
-  return names
+  return Setup(config, task, model, loss, OBJECTIVES.metadata(name), seeds, per_seed, mesh)
 
 
 def log_spaced_steps(num_steps: int, count: int) -> List[int]:

@@ -12,6 +12,9 @@ A sweep file defines `get_sweep() -> dict` with keys
 Members (times seeds) whose configs differ only in keys that change no shapes (the seed,
 learning rate, weight decay, a task's per-seed keys) train together as one vmapped run
 (`train.num_seeds`, `train.seed_values`): the run `<workdir>/<group>` holds them all.
+
+The logic of `sweep.py`, above both training/ (which trains the runs) and analysis/ (which
+evaluates them); studies build their member configs with `member_config`.
 """
 from __future__ import annotations
 
@@ -93,8 +96,8 @@ class Group:
 
 
 def _shared_part(config, per_seed_keys):
-  from training.loop import _flatten, config_to_dict
-  flat = _flatten(config_to_dict(config))
+  from training.loop import flatten_config, config_to_dict
+  flat = flatten_config(config_to_dict(config))
   varying = {k: flat[k] for k in per_seed_keys if k in flat}
   for k in per_seed_keys + ('train.num_seeds', 'train.seed_values'):
     flat.pop(k, None)
@@ -164,12 +167,14 @@ def run_group(group: Group, sweep, workdir: str, *, overwrite: bool, num_prompts
   """Trains (or resumes) one group, evaluates every seed, writes its result file."""
   from analysis.evaluators import get_evaluator
   from analysis.run_eval import evaluate_seed, write_json_atomic
+  from analysis.train_suites import training_hooks
   from data import TASKS
   from training.loop import config_to_dict, restore_run, train
   run_dir = os.path.join(workdir, group.name)
   log(f'=== {group.name}: {len(group.units)} seed(s) of '
       f'{", ".join(sorted({u.member for u in group.units}))}; d_model={group.config.model.d_model}')
-  train(group.config, run_dir, overwrite=overwrite, log=log)
+  train(group.config, run_dir, overwrite=overwrite, log=log,
+        hooks=training_hooks(group.config))
   run = restore_run(run_dir)
   config = run['config']
   evaluator = get_evaluator(TASKS.metadata(config.task.name)['eval_family'])
