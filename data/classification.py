@@ -192,7 +192,8 @@ class BurstyClassification(Task):
   """Chan et al. / Reddy's bursty in-context classification; see the module docstring."""
   eval_family = 'classification'
   default_objective = OBJECTIVE
-  objectives = (OBJECTIVE,)
+  # context_preference: DPO toward in-context answers (training/context_preference.py).
+  objectives = (OBJECTIVE, 'context_preference')
   icl_metric = 'loss'
   per_seed_keys = ('pool_seed', 'p_bursty', 'zipf_alpha', 'epsilon', 'permute_labels')
   eval_splits = SPLITS

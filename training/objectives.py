@@ -63,6 +63,7 @@ def next_token(objective_config, task):
 
 # Objectives defined in their own modules register themselves on import.
 from training import preference  # noqa: E402,F401
+from training import context_preference  # noqa: E402,F401
 from data import classification as _classification  # noqa: E402
 
 # Cross-entropy of the label at the query (bursty in-context classification).
