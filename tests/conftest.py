@@ -1,8 +1,24 @@
-"""Test set-up: eight fake CPU devices (must be set before JAX is imported), quiet logs."""
+"""Test set-up: eight fake CPU devices (must be set before JAX is imported), quiet logs, and
+a compilation cache shared by the whole run.
+
+Many tests build the same tiny train step afresh (a new closure each time, so `jax.jit`'s own
+cache misses); XLA's persistent cache is keyed by the compiled program, so the second build
+reuses the first's executable. The cache lives in a fresh temporary directory per run (nothing
+carries over between runs). On tests/test_training.py alone it cut 104 s to 85 s.
+"""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='icl_lab_xla_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import pytest  # noqa: E402
 
