@@ -103,22 +103,32 @@ def regbench_plot(summary, png_path) -> None:
   plt.close(fig)
 
 
+def preference_objective(objective: dict) -> str:
+  """'sft', or the preference loss type ('sigmoid', 'ipo', ...) of a run's objective."""
+  if objective.get('name') == 'sft':
+    return 'sft'
+  return objective.get('loss_type', objective.get('name', '?'))
+
+
 def preference_table(summary) -> str:
-  """Markdown: per member, the judge's win rate against the reference, the policy's judge
-  reward, KL(policy || reference), and the in-context metrics before -> after fine-tuning."""
-  lines = ['| run | loss type | mode | steps | win rate vs ref | judge reward (ref -> policy) | '
+  """Markdown: per member, the judge's score, accept rate and completion length of reference
+  -> policy samples, the win rate against the reference, KL(policy || reference), and the
+  in-context metrics before -> after fine-tuning (all at the last scheduled evaluation)."""
+  lines = ['| run | objective | mode | steps | judge score (ref -> policy) | accept rate '
+           '(ref -> policy) | length in symbols (ref -> policy) | win rate vs ref | '
            'KL(policy, ref) | ICL accuracy before -> after | ICL loss before -> after |',
-           '|---|---|---|---|---|---|---|---|---|']
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for name, row in summary.items():
     r = row['result']
     first, last = r['first_eval'], r['last_eval']
     get = lambda d, k: _fmt(d.get(k))
-    lines.append(f'| {name} | {r["objective"]["loss_type"]} | {r["objective"]["mode"]} | '
-                 f'{r["last_step"]} | {get(last, "eval/win_rate")} | '
-                 f'{get(last, "eval/reference_reward")} -> {get(last, "eval/policy_reward")} | '
-                 f'{get(last, "eval/kl")} | {get(first, "eval/accuracy_mean")} -> '
-                 f'{get(last, "eval/accuracy_mean")} | {get(first, "eval/loss_mean")} -> '
-                 f'{get(last, "eval/loss_mean")} |')
+    pair = lambda k: f'{get(last, "eval/reference_" + k)} -> {get(last, "eval/policy_" + k)}'
+    lines.append(f'| {name} | {preference_objective(r["objective"])} | '
+                 f'{r["objective"].get("mode", "on_policy")} | {r["last_step"]} | '
+                 f'{pair("reward")} | {pair("accept_rate")} | {pair("length")} | '
+                 f'{get(last, "eval/win_rate")} | {get(last, "eval/kl")} | '
+                 f'{get(first, "eval/accuracy_mean")} -> {get(last, "eval/accuracy_mean")} | '
+                 f'{get(first, "eval/loss_mean")} -> {get(last, "eval/loss_mean")} |')
   return '\n'.join(lines)
 
 

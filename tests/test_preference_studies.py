@@ -181,3 +181,24 @@ def test_dynamics_exact_accuracy_and_distinguishable_behaviours_first():
   assert margin[0].tolist() == [0.0, 0.0]
   assert np.all(margin[10:, 1] > 2 * margin[10:, 0])
   assert np.asarray(out['preference'])[-1, 1] > np.asarray(out['preference'])[-1, 0]
+
+
+def test_zoo_table_names_sft_and_shows_lengths():
+  from analysis.sweep_tables import preference_table
+  evals = lambda length: {'eval/reference_reward': 0.18, 'eval/policy_reward': 0.25,
+                          'eval/reference_accept_rate': 0.016, 'eval/policy_accept_rate': 0.03,
+                          'eval/reference_length': 6.2, 'eval/policy_length': length,
+                          'eval/win_rate': 0.6, 'eval/kl': 0.7, 'eval/accuracy_mean': 0.7,
+                          'eval/loss_mean': 1.9}
+  summary = {
+      'sft_on_policy': {'result': {'objective': {'name': 'sft', 'loss_type': 'sigmoid',
+                                                 'mode': 'on_policy'},
+                                   'first_eval': evals(6.2), 'last_eval': evals(5.0),
+                                   'last_step': 200}},
+      'ipo': {'result': {'objective': {'name': 'preference', 'loss_type': 'ipo',
+                                       'mode': 'offline'},
+                         'first_eval': evals(6.2), 'last_eval': evals(7.5), 'last_step': 200}}}
+  rows = [line.split('|')[1:-1] for line in preference_table(summary).splitlines()[2:]]
+  cells = {r[0].strip(): [c.strip() for c in r] for r in rows}
+  assert cells['sft_on_policy'][1] == 'sft' and cells['ipo'][1:3] == ['ipo', 'offline']
+  assert cells['sft_on_policy'][6].endswith('-> 5.000') and cells['ipo'][6].endswith('-> 7.500')
