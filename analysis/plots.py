@@ -76,16 +76,8 @@ def plot_checkpoint_heatmaps(result: dict, png_path: str) -> None:
     fig.colorbar(image, ax=ax)
   ax = fig.add_subplot(1, len(names) + 1, len(names) + 1)
   if result.get('icl_score') is not None:
-    scores = np.asarray(result['icl_score'], np.float64)
-    for s in range(scores.shape[1]):
-      ax.plot(steps, scores[:, s], marker='o', ms=3, lw=1, label=f'seed {result["seeds"][s]}')
-    ax.set_xscale('log')
-    ax.set_xlabel('checkpoint step')
-    ax.set_ylabel('ICL score (late - early)')
-    ax.axhline(0, color='gray', lw=0.8, ls='--')
-    ax.grid(alpha=0.3)
-    if scores.shape[1] <= 10:
-      ax.legend(fontsize=7)
+    from runlib.positions_plot import plot_icl_scores
+    plot_icl_scores(ax, steps, result['icl_score'], result['seeds'], 'checkpoint step')
   fig.suptitle(f'{result["task"]}: every checkpoint ({result["num_prompts"]} prompts)')
   fig.tight_layout()
   fig.savefig(png_path, dpi=110)

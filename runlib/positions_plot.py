@@ -44,16 +44,21 @@ def plot_position_curves_through_training(directory: str, png_path: str) -> None
   ax = fig.add_subplot(1, len(names) + 1, len(names) + 1)
   steps = [r['step'] for r in rows]
   if rows[0].get('icl_score') is not None:
-    scores = np.array([r['icl_score'] for r in rows], np.float64)  # steps x seeds
-    for s in range(scores.shape[1]):
-      ax.plot(steps, scores[:, s], marker='o', ms=3, lw=1, label=f'seed {rows[0]["seeds"][s]}')
-    ax.set_xscale('log')
-    ax.set_xlabel('training step')
-    ax.set_ylabel('ICL score (late - early)')
-    ax.axhline(0, color='gray', lw=0.8, ls='--')
-    ax.grid(alpha=0.3)
-    if scores.shape[1] <= 10:
-      ax.legend(fontsize=7)
+    plot_icl_scores(ax, steps, [r['icl_score'] for r in rows], rows[0]['seeds'], 'training step')
   fig.suptitle('evaluation during training')
   fig.tight_layout()
   fig.savefig(png_path, dpi=110)
+
+
+def plot_icl_scores(ax, steps, scores_SxN, seeds, xlabel: str) -> None:
+  """Each seed's ICL score (late - early) against the step, on a log axis."""
+  scores = np.asarray(scores_SxN, np.float64)
+  for s in range(scores.shape[1]):
+    ax.plot(steps, scores[:, s], marker='o', ms=3, lw=1, label=f'seed {seeds[s]}')
+  ax.set_xscale('log')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('ICL score (late - early)')
+  ax.axhline(0, color='gray', lw=0.8, ls='--')
+  ax.grid(alpha=0.3)
+  if scores.shape[1] <= 10:
+    ax.legend(fontsize=7)
