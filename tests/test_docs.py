@@ -9,7 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, 'README.md')
 DOCS = os.path.join(ROOT, 'docs')
-MAX_README_LINES = 420
+MAX_README_LINES = 400
 # CI runs these two commands from the README; they must stay as they are.
 QUICK_START = (
     'pip install -r requirements.txt && python train.py --config configs/linear_regression.py:tiny'
