@@ -34,11 +34,9 @@ SPLIT = 'in_context_permuted'
 
 
 def validate(oc, task) -> Dict[str, Any]:
+  from training.preference import _check_keys
   from training.preference_losses import LOSS_TYPES
-  cfg = {**DEFAULTS, **{k: v for k, v in oc.items() if k != 'name'}}
-  unknown = sorted(set(cfg) - set(DEFAULTS))
-  require(not unknown, f'objective.{unknown[0] if unknown else ""}', '...',
-          f'not a key of the context_preference objective; known: {", ".join(sorted(DEFAULTS))}')
+  cfg = _check_keys(oc, DEFAULTS, 'context_preference')
   require(cfg['loss_type'] in LOSS_TYPES, 'objective.loss_type', cfg['loss_type'],
           f'known loss types: {", ".join(LOSS_TYPES)}')
   require(isinstance(cfg['beta'], (int, float)) and 0 < cfg['beta'] < float('inf'),
