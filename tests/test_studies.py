@@ -40,6 +40,23 @@ def test_seed_of_a_vmapped_run_equals_the_single_run(tmp_path):
   assert not np.allclose(per_seed[:, 0], per_seed[:, 1])
 
 
+def test_looped_grouped_and_vmapped_seeds_train_the_same_models(tmp_path):
+  # train.seed_batch: 1 loops the 3 seeds (lax.map), 2 vmaps a group of 2 then the last one,
+  # 3 vmaps all three; every layout must train the same three models.
+  results = {}
+  for seed_batch in (1, 2, 3):
+    config = tiny_config(10, num_seeds=3)
+    config.train.seed_batch = seed_batch
+    results[seed_batch] = train(config, str(tmp_path / f'b{seed_batch}'), devices=ONE, log=quiet)
+  for seed in range(3):
+    for a, b, c in zip(*(params_of(results[k], seed) for k in (1, 2, 3))):
+      np.testing.assert_allclose(a, c, rtol=1e-3, atol=2e-4)
+      np.testing.assert_allclose(b, c, rtol=1e-3, atol=2e-4)
+  loss = {k: np.array([r['loss'] for r in rows(tmp_path / f'b{k}')]) for k in (1, 2, 3)}
+  np.testing.assert_allclose(loss[1], loss[3], rtol=1e-4)
+  np.testing.assert_allclose(loss[2], loss[3], rtol=1e-4)
+
+
 def test_per_seed_learning_rate_and_task_value_match_single_runs(tmp_path):
   config = tiny_config(10, num_seeds=2,
                        seed_values='train.seed=3,3;train.learning_rate=0.001,0.01')
@@ -61,6 +78,7 @@ def test_per_seed_learning_rate_and_task_value_match_single_runs(tmp_path):
 
 @pytest.mark.parametrize('train_values,match', [
     (dict(num_seeds=0), 'train.num_seeds=0'),
+    (dict(num_seeds=2, seed_batch=-1), 'train.seed_batch=-1'),
     (dict(num_seeds=2, seed_values='train.learning_rate=0.1,0.2,0.3'),
      'lists 3 values; train.num_seeds=2 needs exactly 2'),
     (dict(num_seeds=2, seed_values='train.batch_size=8,16'), 'train.batch_size cannot vary'),

@@ -117,6 +117,8 @@ def validate_train_config(config, num_devices: int) -> None:
   require(isinstance(t.seed, int) and t.seed >= 0, 'train.seed', t.seed, 'must be an integer >= 0')
   require(isinstance(t.num_seeds, int) and t.num_seeds >= 1, 'train.num_seeds', t.num_seeds,
           'must be an integer >= 1 (independent models trained in one vmapped step)')
+  require(isinstance(t.seed_batch, int) and t.seed_batch >= 0, 'train.seed_batch', t.seed_batch,
+          'must be an integer >= 0 (0: auto; k: k seeds vmapped at a time, the rest looped)')
   for key in ('steps_per_call', 'log_every', 'checkpoint_every', 'keep_checkpoints'):
     require(isinstance(t[key], int) and t[key] >= 1, f'train.{key}', t[key],
             'must be an integer >= 1')
