@@ -140,6 +140,8 @@ def _time_one(spec):
       raise RuntimeError('config.train.num_seeds does not exist in this version of the configs: '
                          '--seeds needs the vmapped multi-seed step')
     config.train.num_seeds = num_seeds
+    if 'seed_batch' in spec:
+      config.train.seed_batch = spec['seed_batch']
   steps_per_call = spec['steps_per_call']
   config.train.steps_per_call = steps_per_call
   config.train.checkpoint_every = steps_per_call
@@ -322,24 +324,28 @@ def main(argv):
     size = _SIZES.value[0]
     steps_per_call = _default_steps_per_call(size)
     print(f'{size} model, {steps_per_call} steps per call: N seeds trained at once '
-          f'(train.num_seeds=N) in one vmapped step')
-    print('| seeds N | params/seed | batch/seed | compile (s) | step (ms) | ms per seed-step | '
+          f'(train.num_seeds=N) in one compiled step, looped (train.seed_batch=1, a lax.map) '
+          f'or all vmapped (train.seed_batch=N)')
+    print('| seeds N | layout | params/seed | batch/seed | compile (s) | step (ms) | ms per seed-step | '
           'step time / N=1 | seed-steps/s | throughput / N=1 | peak mem (MiB) | MFU meas. | '
           'MFU theor. |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     base = None
-    for n in [int(x) for x in _SEEDS.value]:
+    layouts = [(int(x), b) for x in _SEEDS.value
+               for b in ((1, int(x)) if int(x) > 1 else (1,))]
+    for n, seed_batch in layouts:
       calls = _STEPS.value // steps_per_call if _STEPS.value else 0
       spec = dict(task=_TASK.value, size=size, dtype=_DTYPE.value, batch=_BATCH.value,
                   steps_per_call=steps_per_call, calls=calls, num_seeds=n,
-                  keep_freed_memory=keep)
+                  seed_batch=seed_batch, keep_freed_memory=keep)
       row = spawn(spec)
+      row['layout'] = 'single' if n == 1 else ('looped' if seed_batch == 1 else 'vmapped')
       base = base or row                     # the first N listed is the reference
       row['step_ratio'] = row['step_ms'] / base['step_ms']
       row['throughput_ratio'] = (row['num_seeds'] / row['step_ms']) / (
           base['num_seeds'] / base['step_ms'])
       rows.append(row)
-      print(f'| {n} | {row["params"]:,} | {row["batch"]} | {row["compile_s"]:.1f} | '
+      print(f'| {n} | {row["layout"]} | {row["params"]:,} | {row["batch"]} | {row["compile_s"]:.1f} | '
             f'{row["step_ms"]:.1f} | {row["seed_step_ms"]:.2f} | {row["step_ratio"]:.2f}x | '
             f'{1000 / row["seed_step_ms"]:.1f} | {row["throughput_ratio"]:.2f}x | '
             f'{row["peak_memory_mb"]:.0f} | {_mfu_cells(row, measured, theoretical)} |',
