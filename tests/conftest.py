@@ -11,7 +11,12 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# LLVM's optimisation level 0: the suite is dominated by compiling tiny programs, and this
+# cuts XLA's CPU compile time by about a third (a 2-layer width-32 value_and_grad: 3.0 s ->
+# 1.9 s) while the programs run on the same HLO, so results are unchanged.
+# Subprocesses that set their own device count add FAST_COMPILE to it.
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 ' + FAST_COMPILE)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix='icl_lab_xla_')

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from tests.conftest import FAST_COMPILE
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,7 +16,7 @@ MIXERS_RUN = ('attention', 'gla')
 
 
 def test_smoke_writes_json_and_markdown(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')   # one device, as a user runs it
+  env = dict(os.environ, XLA_FLAGS=FAST_COMPILE, JAX_PLATFORMS='cpu')   # one device, as a user runs it
   out = subprocess.run([sys.executable, os.path.join(ROOT, 'bench_gpu.py'), '--smoke',
                         f'--mixers={",".join(MIXERS_RUN)}', f'--out={tmp_path}'], capture_output=True, text=True, env=env, cwd=ROOT,
                        timeout=600)

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from tests.conftest import FAST_COMPILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300          # per launch; a hung collective or coordinator is killed after this
@@ -58,7 +59,7 @@ def _multiprocess_cpu_unavailable():
 def _env(devices: int, **extra) -> dict:
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_', 'XLA_')) and '_proxy' not in k.lower()}
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {FAST_COMPILE}',
              PYTHONUNBUFFERED='1', **extra)
   return env
 

@@ -4,6 +4,7 @@ import pytest
 from configs.linear_regression import get_config
 from models.zoo import count_params, match_width
 from studies.sweeps import set_key
+from tests.conftest import FAST_COMPILE
 
 
 @pytest.mark.parametrize('mixer', ['attention', 'gla', 'lstm'])
@@ -101,7 +102,7 @@ def test_workers_then_gather_write_the_table(tmp_path):
   path = tmp_path / 'sweep.py'
   path.write_text(SWEEP_FILE)
   workdir = tmp_path / 'runs'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=FAST_COMPILE)
   base = [sys.executable, 'sweep.py', '--sweep', str(path), '--workdir', str(workdir),
           '--num_prompts', '16']
   run = lambda *extra: subprocess.run(base + list(extra), cwd=root, capture_output=True,
