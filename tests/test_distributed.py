@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 import pytest
-from tests.conftest import FAST_COMPILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300          # per launch; a hung collective or coordinator is killed after this
@@ -57,9 +56,12 @@ def _multiprocess_cpu_unavailable():
 
 
 def _env(devices: int, **extra) -> dict:
+  # XLA's default optimisation level, not the suite's FAST_COMPILE: at level 0 the 2 x 2-device
+  # and 1 x 4-device programs round differently enough (2e-5 in the predictions after 30 Adam
+  # steps) to exceed the tolerance below.
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_', 'XLA_')) and '_proxy' not in k.lower()}
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {FAST_COMPILE}',
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
              PYTHONUNBUFFERED='1', **extra)
   return env
 
