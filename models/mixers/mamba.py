@@ -10,8 +10,9 @@ Sequence Modeling with Selective State Spaces", Section 3, Algorithm 2 and Figur
   out    = out_proj(y * silu(z))
 
 The discretisation is the paper's: zero-order hold for A, the simplified Euler rule Δ B for B.
-The parallel form runs the recurrence in float32, either over time (`scan`: associative or
-sequential) or chunk-parallel (`chunk_size` > 0: Mamba-2's SSD blocks with Mamba-1's
+The parallel form runs the recurrence in float32, either over time (`scan`: associative,
+sequential, or blockwise: sequential with a hand-written backward pass that recomputes each
+block's states, see `blockwise_selective_scan`) or chunk-parallel (`chunk_size` > 0: Mamba-2's SSD blocks with Mamba-1's
 per-channel, per-state decays, see `chunked_selective_scan`); the step form carries the last
 d_conv - 1 pre-convolution inputs and the state h (E x N).
 Per the paper, A_log and D are usually excluded from weight decay (the optimizer's concern).
@@ -30,7 +31,7 @@ from models.mixers.base import Mixer, MixerSpec, register
 from models.mixers import scan_utils as su
 
 NAME = 'mamba'
-SCANS = ('auto', 'associative', 'sequential')
+SCANS = ('auto', 'associative', 'sequential', 'blockwise')
 DT_INIT_FLOOR = 1e-4  # the paper's clamp on the sampled initial Δ
 
 
@@ -39,14 +40,17 @@ class Mamba(Mixer):
   """Selective SSM block. Options: state_dim N, expand, d_conv, dt_rank ('auto' = ceil(D/16)),
   dt_min / dt_max (range of the log-uniform initial Δ), scan ('associative': parallel
   `lax.associative_scan`; 'sequential': `lax.scan` over time, about 3x faster on CPUs, where
-  the parallel form's extra work is not hidden; 'auto': sequential on CPU, else associative),
-  chunk_size (0: use `scan`; C >= 1: the chunk-parallel form with C positions per chunk).
+  the parallel form's extra work is not hidden; 'blockwise': the sequential recurrence with a
+  custom backward pass that keeps only every block_size-th state and recomputes the rest,
+  20-40% faster than 'sequential' on CPUs from 256 tokens; 'auto': blockwise on CPU, else
+  associative), block_size (positions per block of 'blockwise'), chunk_size (0: use `scan`;
+  C >= 1: the chunk-parallel form with C positions per chunk).
   Every form computes the same recurrence with the same parameters."""
   # chunk_size 0: on a 2-core CPU the sequential scan's forward + backward is 1.5-2.3x faster
   # than chunks of 2 or 4 at 128-2048 tokens (d=64); chunks trade C times the scan's
   # elementwise work for T / C sequential steps.
   default_options = dict(state_dim=16, expand=2, d_conv=4, dt_rank='auto', dt_min=0.001,
-                         dt_max=0.1, scan='auto', chunk_size=0)
+                         dt_max=0.1, scan='auto', block_size=16, chunk_size=0)
 
   def __init__(self, spec: MixerSpec, options, *, rngs: nnx.Rngs):
     defaults = self.default_options
@@ -64,6 +68,7 @@ class Mamba(Mixer):
     self.scan = str(su.option(options, defaults, 'scan'))
     require(self.scan in SCANS, su.option_key(NAME, 'scan'), self.scan,
             f'allowed: {", ".join(SCANS)}')
+    self.block_size = su.positive_int(options, defaults, NAME, 'block_size')
     self.chunk_size = su.positive_int(options, defaults, NAME, 'chunk_size', minimum=0,
                                       allowed="0 (use `scan`) or an integer >= 1")
     self.d_inner = expand * d_model
@@ -122,7 +127,8 @@ class Mamba(Mixer):
     x_BxTxE = jax.nn.silu(su.causal_depthwise_conv(x_BxTxE, self.conv_kernel[...],
                                                    self.conv_bias[...]))
     y_BxTxE = selective_scan(x_BxTxE, *self._selection(x_BxTxE), self._A(), self.D[...],
-                             scan=self.scan, chunk_size=self.chunk_size)
+                             scan=self.scan, chunk_size=self.chunk_size,
+                             block_size=self.block_size)
     return self._gate_out(y_BxTxE, z_BxTxE)
 
   # -- step form -----------------------------------------------------------------------------
@@ -153,19 +159,22 @@ class Mamba(Mixer):
 
 
 def selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, scan='associative',
-                   chunk_size=0):
+                   chunk_size=0, block_size=16):
   """y_t = C_t · h_t + D x_t with h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t, h_{-1} = 0.
 
   Runs in float32. chunk_size > 0: `chunked_selective_scan`. Otherwise 'associative' scans
   in parallel over time and materialises B x T x E x N (fine at the widths this codebase
   trains; the paper's fused kernel avoids it on GPU); 'sequential' carries h (B x E x N)
-  through `lax.scan`; 'auto' picks by backend.
+  through `lax.scan`; 'blockwise' is `blockwise_selective_scan`; 'auto' picks by backend.
   """
   if chunk_size:
     return chunked_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, chunk_size)
   x_BxTxE = x_BxTxE.astype(jnp.float32)
   if scan == 'auto':
-    scan = 'sequential' if jax.default_backend() == 'cpu' else 'associative'
+    scan = 'blockwise' if jax.default_backend() == 'cpu' else 'associative'
+  if scan == 'blockwise':
+    return (blockwise_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, block_size)
+            + D_E * x_BxTxE)
   if scan == 'sequential':
     def step(h_BxExN, inputs):
       dt_BxE, x_BxE, b_BxN, c_BxN = inputs
@@ -223,3 +232,96 @@ def chunked_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, D_E, chun
   _, y_MxBxCxE = jax.lax.scan(chunk, h0, inputs)
   y_BxTxE = jnp.moveaxis(y_MxBxCxE, 0, 1).reshape(batch, num_chunks * C, inner)[:, :seq_len]
   return y_BxTxE + D_E * x_BxTxE.astype(jnp.float32)
+
+
+def blockwise_selective_scan(x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN, A_ExN, block_size):
+  """C_t · h_t of `selective_scan` (no D term), the recurrence run step by step in float32.
+
+  The same arithmetic as the sequential scan, organised for the backward pass: the forward
+  pass keeps only the state at the start of each block of K = block_size positions (B x E x N
+  per block, instead of several B x T x E x N residuals under autodiff), and the backward
+  pass, block by block from the end, recomputes the block's K states, runs the adjoint
+  recurrence g_t = C_t dy_t + exp(Δ_{t+1} A) g_{t+1} over them, and forms every input's
+  gradient with vectorised products over the block. T need not divide by K: the tail is
+  padded with Δ = 0, x = 0 (decay 1, no input) and sliced off.
+  """
+  batch, seq_len, inner = x_BxTxE.shape
+  K = max(1, min(block_size, seq_len))
+  pad = (-seq_len) % K
+  num_blocks = (seq_len + pad) // K
+
+  def block_major(a_BxTxF):   # -> M x K x B x F
+    a_BxTxF = jnp.pad(a_BxTxF.astype(jnp.float32), ((0, 0), (0, pad), (0, 0)))
+    return a_BxTxF.reshape(batch, num_blocks, K, a_BxTxF.shape[-1]).transpose(1, 2, 0, 3)
+
+  inputs = tuple(block_major(a) for a in (x_BxTxE, dt_BxTxE, b_BxTxN, c_BxTxN))
+  y_MxKxBxE = _blockwise_scan(*inputs, A_ExN.astype(jnp.float32))
+  y_BxTxE = y_MxKxBxE.transpose(2, 0, 1, 3).reshape(batch, num_blocks * K, inner)
+  return y_BxTxE[:, :seq_len]
+
+
+def _block_states(h_BxExN, x_KxBxE, dt_KxBxE, b_KxBxN, A_ExN):
+  """Decays exp(Δ_t A) and states h_t (K x B x E x N each) of one block from the state before."""
+  decay = jnp.exp(dt_KxBxE[..., None] * A_ExN)
+  drive = (dt_KxBxE * x_KxBxE)[..., None] * b_KxBxN[:, :, None, :]
+
+  def step(h, decay_drive):
+    h = decay_drive[0] * h + decay_drive[1]
+    return h, h
+
+  _, h_KxBxExN = jax.lax.scan(step, h_BxExN, (decay, drive))
+  return decay, h_KxBxExN
+
+
+@jax.custom_vjp
+def _blockwise_scan(x, dt, b, c, A):
+  return _blockwise_forward(x, dt, b, c, A)[0]
+
+
+def _blockwise_forward(x, dt, b, c, A):
+  _, _, batch, inner = x.shape
+
+  def block(h_BxExN, inputs):
+    x_k, dt_k, b_k, c_k = inputs
+    _, h_k = _block_states(h_BxExN, x_k, dt_k, b_k, A)
+    return h_k[-1], (h_BxExN, (h_k * c_k[:, :, None, :]).sum(-1))
+
+  h0 = jnp.zeros((batch, inner, A.shape[1]), jnp.float32)
+  _, (starts_MxBxExN, y) = jax.lax.scan(block, h0, (x, dt, b, c))
+  return y, (x, dt, b, c, A, starts_MxBxExN)
+
+
+def _blockwise_backward(residuals, dy):
+  x, dt, b, c, A, starts = residuals
+  _, _, batch, inner = x.shape
+
+  def block(carry, inputs):
+    # g_after: exp(Δ A) g of the block's first position after it, i.e. dL/dh of this
+    # block's last state through the states that follow; dA accumulates over blocks.
+    g_after, dA = carry
+    x_k, dt_k, b_k, c_k, dy_k, h_start = inputs
+    decay, h_k = _block_states(h_start, x_k, dt_k, b_k, A)
+    direct = dy_k[..., None] * c_k[:, :, None, :]          # dL/dh_t through y_t
+
+    def step(g_next, direct_decay):
+      g = direct_decay[0] + g_next                         # dL/dh_t
+      return direct_decay[1] * g, g
+
+    g_before, g_k = jax.lax.scan(step, g_after, (direct, decay), reverse=True)
+    h_prev = jnp.concatenate([h_start[None], h_k[:-1]], 0)
+    d_log_decay = g_k * h_prev * decay                       # dL/d(Δ_t A)
+    dA = dA + (d_log_decay * dt_k[..., None]).sum((0, 1))
+    d_drive = (g_k * b_k[:, :, None, :]).sum(-1)           # dL/d(Δ_t x_t), K x B x E
+    d_dt = (d_log_decay * A).sum(-1) + d_drive * x_k
+    d_x = d_drive * dt_k
+    d_b = (g_k * (dt_k * x_k)[..., None]).sum(2)
+    d_c = (dy_k[..., None] * h_k).sum(2)
+    return (g_before, dA), (d_x, d_dt, d_b, d_c)
+
+  init = (jnp.zeros((batch, inner, A.shape[1]), jnp.float32), jnp.zeros_like(A))
+  (_, dA), (d_x, d_dt, d_b, d_c) = jax.lax.scan(block, init, (x, dt, b, c, dy, starts),
+                                                reverse=True)
+  return d_x, d_dt, d_b, d_c, dA
+
+
+_blockwise_scan.defvjp(_blockwise_forward, _blockwise_backward)
