@@ -27,7 +27,8 @@ from cli import parse_flags
 _SIZES = flags.DEFINE_list('sizes', ['tiny', 'small', 'standard'], 'Model sizes to time.')
 _TASK = flags.DEFINE_string('task', 'linear_regression', 'Task config under configs/.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Timed train steps (0: about 10 s worth).')
-_MIXERS = flags.DEFINE_string('mixers', '', "Comma list of mixers, or 'all': time the step "
+_MIXERS = flags.DEFINE_string('mixers', '', "Comma list of mixers (an entry may set options: "
+                              "mamba:scan=sequential:block_size=8), or 'all': time the step "
                               'across --lengths instead of the sizes table.')
 _LENGTHS = flags.DEFINE_list('lengths', ['128', '256', '512', '1024', '2048', '4096'],
                              'Sequence lengths (tokens) for --mixers.')
@@ -110,6 +111,36 @@ def _train_fn_api():
   return init_state, make_setup, compile_fn
 
 
+def parse_mixer_variant(entry):
+  """'mamba:scan=sequential:block_size=8' -> ('mamba', {'scan': 'sequential', 'block_size': 8}):
+  a mixer of --mixers with some of its options set (numbers parsed as int or float)."""
+  name, *pairs = entry.split(':')
+  options = {}
+  for pair in pairs:
+    key, _, value = pair.partition('=')
+    for kind in (int, float):
+      try:
+        value = kind(value)
+        break
+      except ValueError:
+        pass
+    options[key] = value
+  return name, options
+
+
+def _bad_mixer_variant(entry, mixers):
+  """The one-line error for a bad --mixers entry, or ''."""
+  name, options = parse_mixer_variant(entry)
+  if name not in mixers:
+    return f'--mixers entry {entry!r} is invalid: known {", ".join(sorted(mixers))}, or all'
+  for pair in entry.split(':')[1:]:
+    key = pair.partition('=')[0]
+    if '=' not in pair or key not in mixers[name].default_options:
+      return (f'--mixers entry {entry!r} is invalid: {pair!r} is not key=value with a key '
+              f'of {name} ({", ".join(sorted(mixers[name].default_options))})')
+  return ''
+
+
 def _time_one(spec):
   """Compile, warm up and time one configuration; returns its row."""
   import jax
@@ -121,9 +152,12 @@ def _time_one(spec):
   config = module.get_config(spec['size'])
   config.model.dtype = spec['dtype']
   if spec.get('mixer'):
-    config.model.mixer = spec['mixer']
+    name, options = parse_mixer_variant(spec['mixer'])
+    config.model.mixer = name
+    for key, value in options.items():
+      config.model.mixer_options[name][key] = value
     from models.zoo import position_for   # the one rule of every sweep
-    config.model.position = position_for(spec['mixer'])
+    config.model.position = position_for(name)
     if 'seq_len' in config.task:       # token tasks: the context length itself
       config.task.seq_len = spec['length']
     else:                              # regression prompts of `length` tokens: 2 per point
@@ -257,8 +291,8 @@ def main(argv):
         (not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                                          f'{_TASK.value}.py')),
          f'--task={_TASK.value!r} is invalid: there is no configs/{_TASK.value}.py'),
-        (any(m not in MIXERS for m in mixers), f'--mixers={_MIXERS.value!r} is invalid: known '
-         f'{", ".join(sorted(MIXERS))}, or all'),
+        *((bool(_bad_mixer_variant(m, MIXERS)), _bad_mixer_variant(m, MIXERS))
+          for m in mixers),
         (not _LENGTHS.value or not all(l.isdigit() and int(l) >= 2 for l in _LENGTHS.value),
          f'--lengths={",".join(_LENGTHS.value)!r} is invalid: integers >= 2'),
         (bool(_PREFERENCE.value) and not os.path.isdir(os.path.join(_PREFERENCE.value,

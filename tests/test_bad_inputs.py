@@ -300,6 +300,8 @@ BENCH = [
     ('dtype_unknown', ['--dtype=float64'], '--dtype'),
     ('task_unknown', ['--task=bogus'], "--task='bogus'"),
     ('mixers_unknown', ['--mixers=bogus'], "'bogus'"),
+    ('mixer_option_unknown', ['--mixers=mamba:bogus=1'], "'bogus=1' is not key=value with a key of mamba"),
+    ('mixer_option_without_value', ['--mixers=mamba:scan'], "'scan' is not key=value"),
     ('lengths_text', ['--mixers=attention', '--lengths=abc'], '--lengths'),
     ('lengths_zero', ['--mixers=attention', '--lengths=0,128'], '--lengths'),
     ('json_unwritable', ['--json={root}/nowhere/out.json'], '--json'),
