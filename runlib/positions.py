@@ -69,6 +69,13 @@ def make_eval_fn(setup, graphdef, num_prompts: int, seed: int,
     return out
 
   def run(params_N, rest_N, frozen=None):
+    if jax.tree.leaves(params_N)[0].shape[0] == 1:
+      # One seed runs unbatched: XLA's CPU backend runs a scan vmapped over a size-1 axis
+      # (Mamba's selective scan) several times slower than the plain one.
+      one = lambda tree: jax.tree.map(lambda a: a[0], tree)
+      out = seed_eval(one(params_N), one(rest_N), frozen if frozen_axis is None else one(frozen),
+                      one(task_values_N))
+      return jax.tree.map(lambda a: a[None], out)
     return jax.vmap(seed_eval, in_axes=(0, 0, frozen_axis, 0))(params_N, rest_N, frozen,
                                                                task_values_N)
 

@@ -73,8 +73,8 @@ def data_keys(setup: Setup) -> jax.Array:
 def resolve_seed_batch(seed_batch: int, num_seeds: int) -> int:
   """Seeds vmapped together in one step; 0 (auto): all of them on an accelerator, one at a
   time (a `lax.map` inside the same compiled step) on the CPU, where `python bench.py
-  --seeds=1,8,32` measured the vmapped step 21-30% slower per seed than single runs and
-  the loop 8% faster."""
+  --seeds=1,8,32` measured the vmapped step 17-24% slower per seed than single runs and
+  the loop within 3%."""
   if seed_batch == 0:
     return 1 if jax.default_backend() == 'cpu' else num_seeds
   return min(seed_batch, num_seeds)
