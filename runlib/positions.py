@@ -12,6 +12,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from runlib.seeds import over_seeds
+
 
 def make_eval_fn(setup, graphdef, num_prompts: int, seed: int,
                  frozen_shared: bool = False):
@@ -27,7 +29,6 @@ def make_eval_fn(setup, graphdef, num_prompts: int, seed: int,
   key = jax.random.key(seed)
   replicated = NamedSharding(setup.mesh, P())
   objective_eval = getattr(setup.loss, 'evaluate', None)
-  frozen_axis = None if frozen_shared else 0
 
   def seed_eval(params, rest, frozen, task_values):
     bound = task.bind(task_values)
@@ -69,15 +70,9 @@ def make_eval_fn(setup, graphdef, num_prompts: int, seed: int,
     return out
 
   def run(params_N, rest_N, frozen=None):
-    if jax.tree.leaves(params_N)[0].shape[0] == 1:
-      # One seed runs unbatched: XLA's CPU backend runs a scan vmapped over a size-1 axis
-      # (Mamba's selective scan) several times slower than the plain one.
-      one = lambda tree: jax.tree.map(lambda a: a[0], tree)
-      out = seed_eval(one(params_N), one(rest_N), frozen if frozen_axis is None else one(frozen),
-                      one(task_values_N))
-      return jax.tree.map(lambda a: a[None], out)
-    return jax.vmap(seed_eval, in_axes=(0, 0, frozen_axis, 0))(params_N, rest_N, frozen,
-                                                               task_values_N)
+    num_seeds = jax.tree.leaves(params_N)[0].shape[0]
+    return over_seeds(seed_eval, (params_N, rest_N, frozen, task_values_N), num_seeds,
+                      shared=frozenset({2} if frozen_shared else ()))
 
   return jax.jit(run, out_shardings=replicated)
 

@@ -253,3 +253,26 @@ def test_weight_forgetting_redraws_only_the_embeddings(tmp_path):
   with pytest.raises(ConfigError, match='top-level modules of this model'):
     train(tiny_config(5, forget_every=5, forget_modules='embedz'), str(tmp_path / 'x'),
           devices=ONE, log=quiet)
+
+
+@pytest.mark.parametrize('num_seeds,group', [(1, None), (3, None), (3, 1), (3, 2), (4, 2)])
+def test_over_seeds_equals_a_loop_over_seeds(num_seeds, group):
+  # Every layout (unbatched single seed, vmap, lax.map over groups, a group that does not
+  # divide N) against a Python loop, with one argument shared by all seeds.
+  import jax
+  import jax.numpy as jnp
+  from runlib.seeds import over_seeds
+  rng = np.random.default_rng(num_seeds)
+  w_N = jnp.asarray(rng.normal(size=(num_seeds, 3, 2)), jnp.float32)
+  x_N = jnp.asarray(rng.normal(size=(num_seeds, 5, 3)), jnp.float32)
+  shared = jnp.asarray(rng.normal(size=(2,)), jnp.float32)
+  def fn(w, b, x):
+    h = jax.lax.scan(lambda c, r: (c + r @ w + b, c.sum()), jnp.zeros(2), x)
+    return {'out': h[0], 'trace': h[1]}
+  got = jax.jit(lambda w, b, x: over_seeds(fn, (w, b, x), num_seeds, shared=frozenset({1}),
+                                           group=group))(w_N, shared, x_N)
+  for i in range(num_seeds):
+    want = fn(w_N[i], shared, x_N[i])
+    np.testing.assert_allclose(got['out'][i], want['out'], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got['trace'][i], want['trace'], rtol=1e-6, atol=1e-6)
+  assert got['out'].shape == (num_seeds, 2)

@@ -21,6 +21,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from models.model import build_model
+from runlib.seeds import over_seeds
 from training.optimizer import learning_rate_schedule, make_optimizer
 from training.setup import Setup
 
@@ -91,7 +92,6 @@ def make_train_fn(setup: Setup, graphdef, num_steps: int, frozen_shared: bool = 
   values = _seed_values(setup)
   batch_sharding = NamedSharding(setup.mesh, P(None, 'data'))
   replicated = NamedSharding(setup.mesh, P())
-  frozen_axis = None if frozen_shared else 0
 
   def sample(key, task_values, step):
     return task.bind(task_values).sample(jax.random.fold_in(key, step), batch_size, step)
@@ -114,42 +114,21 @@ def make_train_fn(setup: Setup, graphdef, num_steps: int, frozen_shared: bool = 
 
   def one_step(state, rest_N, frozen):
     step = state['step']
-    batch_N = _over_seeds(lambda k, v: sample(k, v, step), (keys_N, values['task']),
-                          shared=(False, 0), vmap_all=True)
+    batch_N = over_seeds(lambda k, v: sample(k, v, step), (keys_N, values['task']),
+                         setup.num_seeds)
     batch_N = jax.lax.with_sharding_constraint(batch_N, batch_sharding)
     # A per-step key for objectives that sample inside the step (seed-specific).
     step_keys_N = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, step), 1))(keys_N)
-    params, opt_state, metrics = _over_seeds(
+    params, opt_state, metrics = over_seeds(
         lambda p, o, r, f, b, k, v: seed_step(p, o, r, f, b, k, v, step),
         (state['params'], state['opt_state'], rest_N, frozen, batch_N, step_keys_N,
-         values['train']), shared=(frozen_axis is None and frozen is not None, 3))
+         values['train']), setup.num_seeds, shared=frozenset({3} if frozen_shared else ()),
+        group=seed_batch)
     if forget_every:
       params, opt_state = _forget(params, opt_state, step + 1, keys_N)
     return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   seed_batch = resolve_seed_batch(config.train.seed_batch, setup.num_seeds)
-
-  def _over_seeds(fn, args, shared, vmap_all=False):
-    """fn over the leading seed axis of args: one `vmap` of all seeds when seed_batch >= N
-    (or vmap_all), else `lax.map` over groups of seed_batch (each seed then runs the single
-    model's shapes); a single seed runs unbatched.
-    shared = (is_shared, index): that argument has no seed axis and is closed over."""
-    is_shared, index = shared
-    if is_shared:
-      fixed = args[index]
-      args = args[:index] + (None,) + args[index + 1:]
-      inner = lambda *a: fn(*a[:index], fixed, *a[index + 1:])
-    else:
-      inner = fn
-    if setup.num_seeds == 1:
-      # No vmap of a size-1 axis: XLA's CPU backend runs a vmapped lax.scan over a leading
-      # axis of 1 about 4x slower than the plain scan (Mamba's selective scan, fwd + bwd).
-      out = inner(*jax.tree.map(lambda a: a[0], args))
-      return jax.tree.map(lambda a: a[None], out)
-    if vmap_all or seed_batch >= setup.num_seeds:
-      return jax.vmap(inner)(*args)
-    return jax.lax.map(lambda a: inner(*a), args,
-                       batch_size=None if seed_batch == 1 else seed_batch)
 
   forget_every = config.train.forget_every
   forget_modules = tuple(m.strip() for m in str(config.train.forget_modules).split(',')
