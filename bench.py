@@ -291,8 +291,8 @@ def main(argv):
         (not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs',
                                          f'{_TASK.value}.py')),
          f'--task={_TASK.value!r} is invalid: there is no configs/{_TASK.value}.py'),
-        *((bool(_bad_mixer_variant(m, MIXERS)), _bad_mixer_variant(m, MIXERS))
-          for m in mixers),
+        *((bool(message), message) for message in (_bad_mixer_variant(m, MIXERS)
+                                                    for m in mixers)),
         (not _LENGTHS.value or not all(l.isdigit() and int(l) >= 2 for l in _LENGTHS.value),
          f'--lengths={",".join(_LENGTHS.value)!r} is invalid: integers >= 2'),
         (bool(_PREFERENCE.value) and not os.path.isdir(os.path.join(_PREFERENCE.value,

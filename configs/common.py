@@ -43,7 +43,7 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
 def train_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       seed=0,
-      num_seeds=1,              # independent models trained at once in one vmapped step
+      num_seeds=1,              # independent models trained at once in one compiled step
       seed_batch=0,             # seeds vmapped together; the rest looped (0: auto, CPU 1, else all)
       seed_values='',           # per-seed values: 'train.learning_rate=1e-3,3e-3;task.noise_std=0,1'
       init_from='',             # DIR[:STEP]: start from another run's parameters

@@ -377,3 +377,8 @@ def test_mamba_blockwise_scan_and_its_backward_pass_match_the_sequential_scan(bl
   want = jax.grad(lambda *a: loss('sequential', *a), argnums=range(5))(*args)
   for name, g, w in zip(('x', 'dt', 'B', 'C', 'A'), got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f'gradient wrt {name}')
+  # Under vmap (seeds trained together): the custom backward pass batches to the per-seed one.
+  grad_dt = jax.grad(lambda d, xx: loss('blockwise', xx, d, b, c, A))
+  stacked = jax.jit(jax.vmap(grad_dt))(jnp.stack([dt, 2 * dt]), jnp.stack([x, -x]))
+  np.testing.assert_allclose(stacked[1], grad_dt(2 * dt, -x), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(stacked[0], want[1], rtol=1e-4, atol=1e-4)

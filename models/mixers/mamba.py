@@ -12,8 +12,9 @@ Sequence Modeling with Selective State Spaces", Section 3, Algorithm 2 and Figur
 The discretisation is the paper's: zero-order hold for A, the simplified Euler rule Δ B for B.
 The parallel form runs the recurrence in float32, either over time (`scan`: associative,
 sequential, or blockwise: sequential with a hand-written backward pass that recomputes each
-block's states, see `blockwise_selective_scan`) or chunk-parallel (`chunk_size` > 0: Mamba-2's SSD blocks with Mamba-1's
-per-channel, per-state decays, see `chunked_selective_scan`); the step form carries the last
+block's states, see `blockwise_selective_scan`) or chunk-parallel (`chunk_size` > 0:
+Mamba-2's SSD blocks with Mamba-1's per-channel, per-state decays, see
+`chunked_selective_scan`); the step form carries the last
 d_conv - 1 pre-convolution inputs and the state h (E x N).
 Per the paper, A_log and D are usually excluded from weight decay (the optimizer's concern).
 """
@@ -42,7 +43,8 @@ class Mamba(Mixer):
   `lax.associative_scan`; 'sequential': `lax.scan` over time, about 3x faster on CPUs, where
   the parallel form's extra work is not hidden; 'blockwise': the sequential recurrence with a
   custom backward pass that keeps only every block_size-th state and recomputes the rest,
-  20-40% faster than 'sequential' on CPUs from 256 tokens; 'auto': blockwise on CPU, else
+  a 1.1-1.4x faster train step than 'sequential' on a 2-core CPU (docs/speed.md); 'auto':
+  blockwise on CPU, else
   associative), block_size (positions per block of 'blockwise'), chunk_size (0: use `scan`;
   C >= 1: the chunk-parallel form with C positions per chunk).
   Every form computes the same recurrence with the same parameters."""
